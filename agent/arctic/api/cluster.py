@@ -1,0 +1,99 @@
+"""Cluster identity (public), sync trigger and status."""
+
+from __future__ import annotations
+
+from flask import Blueprint, request
+from marshmallow import Schema, fields
+
+from arctic import __version__
+from arctic.api.endpoint import agent, endpoint
+from arctic.auth import scopes as scope_rules
+from arctic.cluster import handshake, messages
+from arctic.errors import NotBootstrapped, Unauthorized
+from arctic.logs import get_logger
+from arctic.store import repository as repo
+
+bp = Blueprint("cluster", __name__)
+log = get_logger("cluster")
+
+
+class IdentitySchema(Schema):
+    peer_id = fields.String()
+    public_key = fields.String()
+    license_id = fields.String()
+    customer_id = fields.String()
+    cluster_id = fields.String()
+    version = fields.String()
+
+
+class SyncSchema(Schema):
+    triggered = fields.Boolean()
+
+
+class StatusSchema(Schema):
+    peer_id = fields.String()
+    cluster_id = fields.String()
+    registry_hash = fields.String()
+    totals = fields.Dict(keys=fields.String(), values=fields.Integer())
+    peers = fields.List(fields.Dict())
+
+
+@bp.get("/v1/cluster/identity")
+@endpoint("This agent's identity (public, used before a handshake)", scope=None, response=IdentitySchema,
+          always=True, errors=(409,))
+def identity():
+    runtime = agent()
+    if not runtime.bootstrapped:
+        raise NotBootstrapped("agent is not bootstrapped yet")
+    cluster = runtime.cluster()
+    return {"peer_id": runtime.local_peer_id, "public_key": runtime.identity.public_key_b64,
+            "license_id": runtime.licence.license_id, "customer_id": runtime.licence.customer_id,
+            "cluster_id": cluster.get("cluster_id"), "version": __version__}
+
+
+@bp.post("/v1/cluster/sync")
+@endpoint("Force a sync round now: replication and kernel reconcile", scope=scope_rules.ADMIN,
+          response=SyncSchema)
+def sync():
+    agent().trigger_sync("api")
+    return {"triggered": True}
+
+
+@bp.get("/v1/cluster/status")
+@endpoint("Gossip/replication status: per-peer last seen, reachability, registry hashes",
+          scope=scope_rules.PEERS_READ, response=StatusSchema)
+def status():
+    runtime = agent()
+    conn = runtime.db.read()
+    peers = repo.list_peers(conn)
+    local_hash = runtime.replicator.registry_hash()
+    peer_rows = runtime.peer_status(local_hash)
+    return {
+        "peer_id": runtime.local_peer_id, "cluster_id": runtime.cluster().get("cluster_id"),
+        "registry_hash": local_hash,
+        "totals": {"peers": len(peers), "services": repo.count_services(conn),
+                   "routes": sum(len(s.routes) for s in repo.list_services(conn)),
+                   "credentials": len(repo.list_credentials(conn))},
+        "peers": peer_rows,
+    }
+
+
+@bp.post("/v1/cluster/handshake")
+@endpoint("Peer-to-peer: challenge-response join (signed by the joining peer)", scope=None, always=True,
+          errors=(422,))
+def handshake_endpoint():
+    return handshake.answer(agent(), request.get_json(silent=True) or {})
+
+
+@bp.post("/v1/cluster/gossip")
+@endpoint("Peer-to-peer: replication push and anti-entropy (signed by a trusted peer)", scope=None, always=True,
+          errors=(401,))
+def gossip_endpoint():
+    runtime = agent()
+    if not runtime.bootstrapped or runtime.gossiper is None:
+        raise NotBootstrapped("agent is not serving replication")
+    try:
+        return runtime.gossiper.answer(request.get_json(silent=True) or {})
+    except messages.MessageError as err:
+        log.warning("replication message refused", reason=str(err), remote=request.remote_addr)
+        raise Unauthorized(f"replication message refused: {err}") from None

@@ -1,0 +1,162 @@
+"""Routes: source/destination CIDR rules that choose which connections use a service.
+
+Listed in effective precedence order (``arctic.domain.precedence``), the same order the kernel
+rules follow. A batch add is all-or-nothing; a route is identified within its service by its pair
+of CIDRs, so the same pair cannot be added twice.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+
+from flask import Blueprint
+from marshmallow import Schema, fields
+
+from arctic.api.endpoint import agent, endpoint
+from arctic.api.fields import NetworkCidr, StrictInteger
+from arctic.api.forwarding import forward_to
+from arctic.api.lookup import find_service
+from arctic.api.validation import json_body, load
+from arctic.auth import scopes as scope_rules
+from arctic.errors import AlreadyExists, ApiError, InvalidRequest, MissingField, NotFound
+from arctic.logs import get_logger
+from arctic.store import repository as repo
+from arctic.timeutil import to_rfc3339
+
+bp = Blueprint("routes", __name__)
+log = get_logger("api")
+
+PRIORITY_MIN, PRIORITY_MAX = 0, 1_000_000
+
+
+class RouteInput(Schema):
+    priority = StrictInteger(required=True, minimum=PRIORITY_MIN, maximum=PRIORITY_MAX,
+                             metadata={"description": "higher wins when specificity is equal", "example": 100})
+    source_cidr = NetworkCidr(allow_none=True)
+    dest_cidr = NetworkCidr(allow_none=True)
+
+
+class RouteUpdate(Schema):
+    priority = StrictInteger(minimum=PRIORITY_MIN, maximum=PRIORITY_MAX)
+    source_cidr = NetworkCidr(allow_none=True)
+    dest_cidr = NetworkCidr(allow_none=True)
+
+
+class RoutesAdd(Schema):
+    routes = fields.List(fields.Nested(RouteInput), required=True)
+
+
+class RoutesAdded(Schema):
+    route_ids = fields.List(fields.Integer())
+    count = fields.Integer()
+
+
+class RouteSchema(Schema):
+    id = fields.Integer(metadata={"example": 1})
+    service_id = fields.String()
+    priority = fields.Integer()
+    source_cidr = fields.String(allow_none=True)
+    dest_cidr = fields.String(allow_none=True)
+    created_at = fields.String()
+
+
+def check_route_rules(route: dict, where: str = "route") -> None:
+    src, dst = route.get("source_cidr"), route.get("dest_cidr")
+    if not src and not dst:
+        raise MissingField(f"{where} needs source_cidr or dest_cidr (or both)")
+    if src and dst and ipaddress.ip_network(src).version != ipaddress.ip_network(dst).version:
+        raise ApiError(f"{where}: source_cidr {src} and dest_cidr {dst} are different address families",
+                       code="INVALID_CIDR", status=400)
+
+
+def _seq() -> int:
+    return time.time_ns() // 1000
+
+
+@bp.get("/v1/services/<service_id>/routes")
+@endpoint("List a service's routes in precedence order", scope=scope_rules.SERVICES_READ, response=RouteSchema,
+          many=True, errors=(404,))
+def list_routes(service_id: str):
+    service = find_service(service_id)
+    return [r.to_api() for r in service.routes]
+
+
+@bp.post("/v1/services/<service_id>/routes")
+@endpoint("Add routes to a service (all or nothing)", scope=scope_rules.SERVICES_WRITE, body=RoutesAdd,
+          response=RoutesAdded, status=201, write=True, errors=(400, 404, 409, 422))
+def add_routes(service_id: str):
+    runtime = agent()
+    data = json_body()
+    if not isinstance(data.get("routes"), list) or not data["routes"]:
+        raise InvalidRequest('body needs a non-empty "routes" array, e.g. {"routes": [{"dest_cidr": '
+                             '"192.168.100.0/24", "priority": 100}]}')
+    routes = load(RoutesAdd(), data)["routes"]
+    seen: set[tuple] = set()
+    for index, route in enumerate(routes):
+        check_route_rules(route, f"routes[{index}]")
+        key = (route.get("source_cidr"), route.get("dest_cidr"))
+        if key in seen:
+            raise InvalidRequest(f"routes[{index}] repeats source {key[0]} / destination {key[1]} within the batch")
+        seen.add(key)
+    forwarded = forward_to(find_service(service_id).source_peer_id)
+    if forwarded is not None:
+        return forwarded
+    now = to_rfc3339(runtime.clock())
+    with runtime.db.write() as tx:
+        service = find_service(service_id, tx)
+        ids = []
+        for route in routes:
+            existing = repo.find_route_by_match(tx, service.id, route.get("source_cidr"), route.get("dest_cidr"))
+            if existing is not None:
+                raise AlreadyExists(f"route {existing} of {service.id} already matches source "
+                                    f"{route.get('source_cidr') or 'any'} / destination "
+                                    f"{route.get('dest_cidr') or 'any'}; update it instead")
+            ids.append(repo.insert_route(tx, service.id, route["priority"], route.get("source_cidr"),
+                                         route.get("dest_cidr"), _seq(), now))
+    log.info("routes added", service_id=service.id, route_ids=ids)
+    return {"route_ids": ids, "count": len(ids)}, 201
+
+
+@bp.put("/v1/services/<service_id>/routes/<int:route_id>")
+@endpoint("Update a route (partial)", scope=scope_rules.SERVICES_WRITE, body=RouteUpdate, response=RouteSchema,
+          write=True, errors=(400, 404, 409, 422))
+def update_route(service_id: str, route_id: int):
+    runtime = agent()
+    body = load(RouteUpdate(), json_body(), partial=True)
+    if not body:
+        raise InvalidRequest("nothing to update: give priority, source_cidr and/or dest_cidr")
+    forwarded = forward_to(find_service(service_id).source_peer_id)
+    if forwarded is not None:
+        return forwarded
+    with runtime.db.write() as tx:
+        service = find_service(service_id, tx)
+        current = repo.get_route(tx, service.id, route_id)
+        if current is None:
+            raise NotFound(f"route {route_id} not found in {service.id} "
+                           f"(list them with 'arctic routes list --service {service.id}')")
+        merged = {"priority": current.priority, "source_cidr": current.source_cidr,
+                  "dest_cidr": current.dest_cidr} | body
+        check_route_rules(merged)
+        clash = repo.find_route_by_match(tx, service.id, merged["source_cidr"], merged["dest_cidr"])
+        if clash is not None and clash != route_id:
+            raise AlreadyExists(f"route {clash} of {service.id} already has these CIDRs")
+        repo.update_route(tx, service.id, route_id, body, to_rfc3339(runtime.clock()))
+        updated = repo.get_route(tx, service.id, route_id)
+    log.info("route updated", service_id=service.id, route_id=route_id, fields=sorted(body))
+    return updated.to_api()
+
+
+@bp.delete("/v1/services/<service_id>/routes/<int:route_id>")
+@endpoint("Delete a route", scope=scope_rules.SERVICES_WRITE, write=True, errors=(404,))
+def delete_route(service_id: str, route_id: int):
+    runtime = agent()
+    forwarded = forward_to(find_service(service_id).source_peer_id)
+    if forwarded is not None:
+        return forwarded
+    with runtime.db.write() as tx:
+        service = find_service(service_id, tx)
+        if not repo.delete_route(tx, service.id, route_id):
+            raise NotFound(f"route {route_id} not found in {service.id}")
+    log.info("route deleted", service_id=service.id, route_id=route_id)
+    return {"deleted": True, "service_id": service.id, "id": route_id}

@@ -1,0 +1,1 @@
+"""One module per command group; each exposes ``command`` for the root group to register."""

@@ -1,0 +1,55 @@
+"""Small helpers several command modules need (peer-name lookup, reading licence files)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from arctic.cli.client import ApiClient
+from arctic.cli.errors import ApiCallError, CliError
+
+
+def peer_names(client: ApiClient) -> dict[str, str]:
+    """Peer id -> name, for showing names instead of ids.
+
+    Best effort: a credential without peers.read still gets its table, with ids instead of names.
+    """
+    try:
+        peers = client.get("/v1/peers")
+    except ApiCallError:
+        return {}
+    if isinstance(peers, dict):  # tolerate a wrapped list
+        peers = peers.get("peers", [])
+    return {str(p.get("id")): str(p.get("name") or "") for p in peers or [] if isinstance(p, dict)}
+
+
+def name_or_id(names: dict[str, str], peer_id: Any) -> str:
+    if not peer_id:
+        return "-"
+    return names.get(str(peer_id)) or str(peer_id)
+
+
+def read_licence_file(path: Path) -> dict[str, Any]:
+    """The signed licence document (the contents of license.json) as a dict."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"failed to read license file: {path}: {exc.strerror or exc}") from exc
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise CliError(f"failed to read license file: {path} is not valid JSON ({exc.msg})") from exc
+    if not isinstance(doc, dict):
+        raise CliError(f"failed to read license file: {path} must contain a JSON object")
+    return doc
+
+
+def route_table(routes: list[dict[str, Any]]) -> str:
+    """``ID  PRIORITY  SOURCE CIDR  DEST CIDR``, in the order the API gave (precedence order)."""
+    from arctic.cli.output import render_table
+
+    return render_table(
+        ["ID", "PRIORITY", "SOURCE CIDR", "DEST CIDR"],
+        [[r.get("id"), r.get("priority"), r.get("source_cidr"), r.get("dest_cidr")] for r in routes],
+    )

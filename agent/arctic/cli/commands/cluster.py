@@ -1,0 +1,107 @@
+"""``arctic cluster identity|sync|status``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from arctic.cli.context import CliState, common_options, pass_state
+from arctic.cli.output import format_timestamp, render_kv, render_table, text_or, yes_no
+
+
+@click.group("cluster")
+def command() -> None:
+    """Cluster identity, forced synchronisation and gossip status."""
+
+
+@command.command("identity")
+@common_options
+@pass_state
+def identity(state: CliState) -> None:
+    """Show the answering agent's peer id, public key, licence and cluster (no auth needed)."""
+    body = state.client().get("/v1/cluster/identity", auth=False)
+
+    def table(r: dict[str, Any]) -> str:
+        version = str(r.get("version") or "")
+        if version and not version.startswith("v"):
+            version = "v" + version
+        return render_kv(
+            [
+                ("Peer ID", r.get("peer_id")),
+                ("Public Key", r.get("public_key")),
+                ("License ID", r.get("license_id")),
+                ("Cluster ID", r.get("cluster_id")),
+                ("Version", version),
+            ]
+        )
+
+    state.output().emit(body, table)
+
+
+@command.command("sync")
+@common_options
+@pass_state
+def sync(state: CliState) -> None:
+    """Push state to every peer now and re-apply the local configuration."""
+    body = state.client().post("/v1/cluster/sync", json={})
+    out = state.output()
+    if out.machine:
+        out.emit(body if body is not None else {"triggered": True})
+    else:
+        click.echo("Cluster sync triggered")
+
+
+HASH_SHOWN = 16  # enough to compare by eye; -j gives the full hash
+
+
+def _short(value: Any) -> str:
+    return str(value)[:HASH_SHOWN] if value else "-"
+
+
+def _reachable(value: Any) -> str:
+    return "-" if value is None else yes_no(value)
+
+
+def _render_status(body: Any) -> str:
+    """Local registry summary, then one row per peer; IN SYNC compares each peer's hash with ours."""
+    if not isinstance(body, dict):
+        return text_or(body)
+    local_hash = body.get("registry_hash")
+    totals = body.get("totals") if isinstance(body.get("totals"), dict) else {}
+    rows: list[tuple[str, Any]] = [
+        ("Peer ID", body.get("peer_id")),
+        ("Cluster ID", body.get("cluster_id")),
+        ("Registry Hash", local_hash),
+    ]
+    rows += [(str(k).replace("_", " ").title(), v) for k, v in totals.items()]
+    peers = [p for p in body.get("peers") or [] if isinstance(p, dict)]
+    table = render_table(
+        ["PEER ID", "NAME", "ADDRESS", "LOCAL", "REACHABLE", "LAST SEEN", "REGISTRY HASH", "IN SYNC"],
+        [
+            [
+                p.get("peer_id"),
+                p.get("name"),
+                p.get("address"),
+                yes_no(p.get("is_local")),
+                _reachable(p.get("reachable")),
+                format_timestamp(p.get("last_seen")),
+                _short(p.get("registry_hash")),
+                "-" if not p.get("registry_hash") else yes_no(p.get("registry_hash") == local_hash),
+            ]
+            for p in peers
+        ],
+    )
+    return render_kv(rows) + "\n\n" + table
+
+
+@command.command("status")
+@common_options
+@pass_state
+def status(state: CliState) -> None:
+    """Gossip diagnostics: each peer's last-seen time, reachability and registry hash.
+
+    Different hashes on different peers mean state has not converged yet.
+    """
+    body = state.client().get("/v1/cluster/status")
+    state.output().emit(body, _render_status)

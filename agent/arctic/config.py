@@ -1,0 +1,133 @@
+"""Agent configuration: one YAML file, with ``API_PORT`` and ``LOG_FORMAT`` env overrides.
+
+Unknown keys are refused by name: a typo in a production config must not be silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class TunnelConfig:
+    port: int = 61000
+    encryption: str = "tls"  # tls | none
+    tproxy_port: int = 61080
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    data_dir: Path = Path("/var/lib/arctic")
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 8080
+    advertise_address: str | None = None
+    recovery_token_file: Path = Path("/etc/arctic/recovery.token")
+    log_format: str = "json"
+    log_level: str = "info"
+    issuer_public_keys: tuple[str, ...] = ()
+    tunnel: TunnelConfig = field(default_factory=TunnelConfig)
+    lan_interface: str | None = None
+    reconcile_interval: float = 30.0
+    sync_interval: float = 5.0
+    apply_kernel: bool = True
+    source_path: Path | None = None
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "arctic.db"
+
+    @property
+    def identity_path(self) -> Path:
+        return self.data_dir / "peer.key"
+
+    @property
+    def advertised(self) -> str:
+        """host:port peers and the CLI use to reach this agent."""
+        if self.advertise_address:
+            return self.advertise_address
+        host = "127.0.0.1" if self.listen_host in ("0.0.0.0", "::", "") else self.listen_host
+        return f"{host}:{self.listen_port}"
+
+
+_TOP = {
+    "data_dir", "listen", "advertise_address", "recovery_token_file", "log_format", "log_level", "license",
+    "tunnel", "lan_interface", "reconcile_interval", "sync_interval", "apply_kernel",
+}
+
+
+def _split_listen(text: str) -> tuple[str, int]:
+    host, sep, port = str(text).rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"listen: {text!r} must be host:port, e.g. 0.0.0.0:8080")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def parse_config(raw: dict | None, *, env: dict | None = None, source: Path | None = None) -> AgentConfig:
+    """Build an AgentConfig from a parsed YAML mapping plus environment overrides."""
+    env = os.environ if env is None else env
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError("the agent config must be a YAML mapping")
+    unknown = sorted(set(raw) - _TOP)
+    if unknown:
+        raise ConfigError(f"unknown config key(s): {', '.join(unknown)} (known: {', '.join(sorted(_TOP))})")
+    host, port = _split_listen(raw.get("listen", "0.0.0.0:8080"))
+    if env.get("API_PORT"):
+        if not env["API_PORT"].isdigit() or not 0 < int(env["API_PORT"]) < 65536:
+            raise ConfigError(f"API_PORT={env['API_PORT']!r} is not a TCP port number")
+        port = int(env["API_PORT"])
+    log_format = env.get("LOG_FORMAT") or raw.get("log_format", "json")
+    if log_format not in ("json", "text"):
+        raise ConfigError(f"log_format/LOG_FORMAT must be json or text, not {log_format!r}")
+    lic = raw.get("license") or {}
+    if not isinstance(lic, dict) or set(lic) - {"issuer_public_keys"}:
+        raise ConfigError("license: only 'issuer_public_keys' (a list of base64 Ed25519 keys) is accepted")
+    keys = lic.get("issuer_public_keys") or []
+    if isinstance(keys, str):
+        keys = [keys]
+    tun_raw = raw.get("tunnel") or {}
+    unknown_tun = set(tun_raw) - {"port", "encryption", "tproxy_port"}
+    if unknown_tun:
+        raise ConfigError(f"unknown tunnel key(s): {', '.join(sorted(unknown_tun))}")
+    tunnel = TunnelConfig(
+        port=int(tun_raw.get("port", 61000)),
+        encryption=str(tun_raw.get("encryption", "tls")),
+        tproxy_port=int(tun_raw.get("tproxy_port", 61080)),
+    )
+    if tunnel.encryption not in ("tls", "none"):
+        raise ConfigError(f"tunnel.encryption must be tls or none, not {tunnel.encryption!r}")
+    return AgentConfig(
+        data_dir=Path(raw.get("data_dir", "/var/lib/arctic")),
+        listen_host=host,
+        listen_port=port,
+        advertise_address=raw.get("advertise_address"),
+        recovery_token_file=Path(raw.get("recovery_token_file", "/etc/arctic/recovery.token")),
+        log_format=log_format,
+        log_level=str(raw.get("log_level", "info")),
+        issuer_public_keys=tuple(str(k) for k in keys),
+        tunnel=tunnel,
+        lan_interface=raw.get("lan_interface"),
+        reconcile_interval=float(raw.get("reconcile_interval", 30.0)),
+        sync_interval=float(raw.get("sync_interval", 5.0)),
+        apply_kernel=bool(raw.get("apply_kernel", True)),
+        source_path=source,
+    )
+
+
+def load_config(path: str | Path, env: dict | None = None) -> AgentConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read agent config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"agent config {path} is not valid YAML: {exc}") from None
+    return parse_config(raw, env=env, source=path)

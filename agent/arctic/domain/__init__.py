@@ -1,0 +1,1 @@
+"""Pure rules (no I/O) shared by the API, the store, the reconciler and the data plane."""
