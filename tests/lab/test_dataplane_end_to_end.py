@@ -205,7 +205,9 @@ class Plane:
         self.svc_dead, self.svc_no_agent = new_id("svc"), new_id("svc")
         self.procs: dict[str, subprocess.Popen] = {}
         for ident, name in ((self.a, "a"), (self.b, "b")):
-            (self.dir / f"{name}.key").write_bytes(private_key_pem(ident.key))
+            key_file = self.dir / f"{name}.key"
+            key_file.write_bytes(private_key_pem(ident.key))
+            key_file.chmod(0o600)  # identity keys must not be readable by others (the loader refuses them)
         self.extra_routes: list[dict] = []
         self.bind_address: str | None = None
         self.tunnel_port = TUNNEL_PORT

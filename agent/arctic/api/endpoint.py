@@ -114,7 +114,7 @@ def authenticate(needed: str) -> Principal:
         raise Unauthorized(f"unauthorized: invalid token ({err})") from None
     cred = repo.get_credential(runtime.db.read(), claims["sub"])
     if cred is None or cred.revoked_at:
-        raise Unauthorized("unauthorized: the credential behind this token was revoked")
+        raise Unauthorized("unauthorized: the credential behind this token is unknown here or was revoked")
     held = tuple(claims.get("scope", "").split())
     if needed != "any" and not scope_rules.grants(list(held), needed):
         raise Forbidden(f"forbidden: this endpoint needs scope {needed}")

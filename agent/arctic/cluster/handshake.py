@@ -23,10 +23,6 @@ from arctic.store import repository as repo
 log = get_logger("cluster")
 
 
-class HandshakeFailed(ApiError):
-    status, code = 422, "HANDSHAKE_FAILED"
-
-
 def _fail(reason: str, code: str = "HANDSHAKE_FAILED") -> ApiError:
     return ApiError(f"handshake failed: {reason}", code=code, status=422)
 
@@ -98,7 +94,10 @@ def answer(runtime, packet: dict) -> dict:
     _adopt_peer(runtime, env)
     runtime.adopt_cluster_id(msg.get("cluster_id"))
     log.info("peer handshake answered", peer_id=env.id, address=env.body["address"])
-    nonce_sig = runtime.identity.sign(canonical({"nonce": msg["nonce"], "for": env.id}))
+    challenge = msg.get("challenge")
+    if not isinstance(challenge, str) or len(challenge) < 32:
+        raise _fail("malformed handshake (missing challenge)")
+    nonce_sig = runtime.identity.sign(canonical({"challenge": challenge, "for": env.id}))
     reply = {"peer": _own_envelope(runtime).to_wire(), "licence": runtime.licence.raw,
              "cluster_id": runtime.cluster().get("cluster_id"),
              "nonce_sig": base64.b64encode(nonce_sig).decode()}
@@ -127,7 +126,7 @@ def join(runtime, address: str, name_hint: str | None = None, *, known_ok: bool 
         raise _fail(f"node limit reached ({runtime.licence.max_nodes} nodes)", "NODE_LIMIT_EXCEEDED")
     nonce = secrets.token_hex(16)
     packet = messages.seal(runtime.identity, runtime.local_peer_id, {
-        "peer": _own_envelope(runtime).to_wire(), "licence": runtime.licence.raw, "nonce": nonce, "to": peer_id,
+        "peer": _own_envelope(runtime).to_wire(), "licence": runtime.licence.raw, "challenge": nonce, "to": peer_id,
         "cluster_id": runtime.cluster().get("cluster_id"), "name_hint": name_hint or ""})
     try:
         reply = transport.call(address, "POST", "/v1/cluster/handshake", json=packet, timeout=10)
@@ -152,7 +151,7 @@ def join(runtime, address: str, name_hint: str | None = None, *, known_ok: bool 
         raise _fail(f"licence invalid ({err.message})", "LICENSE_INVALID") from None
     if their.customer_id != runtime.licence.customer_id:
         raise _fail("license mismatch", "LICENSE_MISMATCH")
-    if not verify_signature(env.body["public_key"], canonical({"nonce": nonce, "for": runtime.local_peer_id}),
+    if not verify_signature(env.body["public_key"], canonical({"challenge": nonce, "for": runtime.local_peer_id}),
                             base64.b64decode(msg.get("nonce_sig", ""))):
         raise _fail("invalid signature (nonce not signed by the peer's identity)")
     try:

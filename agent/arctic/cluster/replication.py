@@ -70,7 +70,15 @@ class Envelope:
 
 
 class Rejected(Exception):
-    """An envelope that must not be applied; the reason is logged."""
+    """An envelope that must not be applied; the reason is logged.
+
+    ``deferred`` marks the benign case of a record written by a peer we have not handshaken yet: it
+    arrives again through anti-entropy once discovery has met that peer.
+    """
+
+    def __init__(self, reason: str, *, deferred: bool = False):
+        super().__init__(reason)
+        self.deferred = deferred
 
 
 def _now_us() -> int:
@@ -143,8 +151,10 @@ class Replicator:
     def check(self, conn, env: Envelope) -> None:
         """Raise ``Rejected`` unless ``env`` is authentic and its author may make this change."""
         author = repo.get_peer(conn, env.author)
-        if author is None or author.state in ("revoked", "discovered"):
-            raise Rejected(f"author {env.author} is not a trusted peer")
+        if author is None:
+            raise Rejected(f"author {env.author} is not a peer we have met yet", deferred=True)
+        if author.state == "revoked":
+            raise Rejected(f"author {env.author} was revoked")
         if not verify_signature(author.public_key, env.signed_part(), base64.b64decode(env.sig)):
             raise Rejected(f"bad signature on {env.kind} {env.id} claimed by {env.author}")
         current = stored(conn, env.kind, env.id)
@@ -180,8 +190,8 @@ class Replicator:
                     self.check(tx, env)
                 except Rejected as err:
                     rejected += 1
-                    log.warning("replicated change refused", reason=str(err), kind=env.kind, id=env.id,
-                                author=env.author)
+                    emit = log.info if err.deferred else log.warning
+                    emit("replicated change refused", reason=str(err), kind=env.kind, id=env.id, author=env.author)
                     continue
                 _put(tx, env)
                 records.materialise(tx, env.kind, env.id, env.body, local_peer_id)
