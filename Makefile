@@ -32,7 +32,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	@touch $@
 
 lint: venv
-	$(VENV)/bin/ruff check agent tests bench
+	$(VENV)/bin/ruff check agent tests bench collections playbooks
 
 # pytest exits 5 when it collected nothing; that is a failure here, like any other non-zero code.
 test: deps lint
