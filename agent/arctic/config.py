@@ -24,6 +24,15 @@ class TunnelConfig:
 
 
 @dataclass(frozen=True)
+class DataplaneSettings:
+    """The supervised data-plane process (``python -m arctic.dataplane``); only used when ``apply_kernel``."""
+
+    enabled: bool = True
+    keep_on_stop: bool = True  # agent stop/restart leaves it running (live connections survive)
+    drain_seconds: float = 30.0  # on its own stop: how long established connections may finish
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     data_dir: Path = Path("/var/lib/arctic")
     listen_host: str = "0.0.0.0"
@@ -38,6 +47,7 @@ class AgentConfig:
     reconcile_interval: float = 30.0
     sync_interval: float = 5.0
     apply_kernel: bool = True
+    dataplane: DataplaneSettings = field(default_factory=DataplaneSettings)
     source_path: Path | None = None
 
     @property
@@ -59,8 +69,9 @@ class AgentConfig:
 
 _TOP = {
     "data_dir", "listen", "advertise_address", "recovery_token_file", "log_format", "log_level", "license",
-    "tunnel", "lan_interface", "reconcile_interval", "sync_interval", "apply_kernel",
+    "tunnel", "lan_interface", "reconcile_interval", "sync_interval", "apply_kernel", "dataplane",
 }
+_DATAPLANE = {"enabled", "keep_on_stop", "drain_seconds"}
 
 
 def _split_listen(text: str) -> tuple[str, int]:
@@ -104,6 +115,7 @@ def parse_config(raw: dict | None, *, env: dict | None = None, source: Path | No
     )
     if tunnel.encryption not in ("tls", "none"):
         raise ConfigError(f"tunnel.encryption must be tls or none, not {tunnel.encryption!r}")
+    dataplane = _dataplane_settings(raw.get("dataplane"))
     return AgentConfig(
         data_dir=Path(raw.get("data_dir", "/var/lib/arctic")),
         listen_host=host,
@@ -118,8 +130,23 @@ def parse_config(raw: dict | None, *, env: dict | None = None, source: Path | No
         reconcile_interval=float(raw.get("reconcile_interval", 30.0)),
         sync_interval=float(raw.get("sync_interval", 5.0)),
         apply_kernel=bool(raw.get("apply_kernel", True)),
+        dataplane=dataplane,
         source_path=source,
     )
+
+
+def _dataplane_settings(raw: object) -> DataplaneSettings:
+    raw = raw or {}
+    if not isinstance(raw, dict) or set(raw) - _DATAPLANE:
+        raise ConfigError(f"dataplane: only {', '.join(sorted(_DATAPLANE))} are accepted")
+    for key in ("enabled", "keep_on_stop"):
+        if key in raw and not isinstance(raw[key], bool):
+            raise ConfigError(f"dataplane.{key} must be true or false")
+    drain = raw.get("drain_seconds", 30.0)
+    if isinstance(drain, bool) or not isinstance(drain, int | float) or not 0 <= drain <= 86400:
+        raise ConfigError("dataplane.drain_seconds must be a number of seconds from 0 to 86400")
+    return DataplaneSettings(enabled=raw.get("enabled", True), keep_on_stop=raw.get("keep_on_stop", True),
+                             drain_seconds=float(drain))
 
 
 def load_config(path: str | Path, env: dict | None = None) -> AgentConfig:

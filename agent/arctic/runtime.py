@@ -44,6 +44,7 @@ class Agent:
 
         self.replicator = Replicator(self.db, lambda: self.identity, lambda: self.local_peer_id)
         self.gossiper = None  # set by the daemon (background thread); absent in API-only tests
+        self.reconcile_worker = None  # set by the daemon when apply_kernel (arctic.daemon.reconcile)
 
     # -- state -------------------------------------------------------------------------------
     @property

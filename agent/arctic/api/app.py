@@ -5,11 +5,11 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
-from arctic.api import bootstrap, cluster, credentials, health, license, oauth, openapi, peers, routes, services
+from arctic.api import bootstrap, cluster, credentials, health, license, oauth, openapi, peers, plan, routes, services
 from arctic.errors import ApiError
 from arctic.logs import get_logger
 
-BLUEPRINTS = (health, bootstrap, oauth, license, cluster, peers, services, routes, credentials, openapi)
+BLUEPRINTS = (health, bootstrap, oauth, license, cluster, peers, services, routes, credentials, plan, openapi)
 log = get_logger("api")
 
 

@@ -1,4 +1,9 @@
-"""Cluster identity (public), sync trigger and status."""
+"""Cluster identity (public), sync trigger and status, and the peer-to-peer endpoints.
+
+The peer-to-peer endpoints (handshake, gossip, slot reservation) carry no bearer token: each
+message is sealed (signed) by its sender's identity key and checked against the key this agent
+trusts for that peer. A refused message is answered 401 and logged at WARN with the reason.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,14 @@ from marshmallow import Schema, fields
 from arctic import __version__
 from arctic.api.endpoint import agent, endpoint
 from arctic.auth import scopes as scope_rules
-from arctic.cluster import handshake, messages
+from arctic.cluster import gossip, handshake, limits, messages
 from arctic.errors import NotBootstrapped, Unauthorized
 from arctic.logs import get_logger
 from arctic.store import repository as repo
 
 bp = Blueprint("cluster", __name__)
 log = get_logger("cluster")
+SYNC_WAIT_SECONDS = 5.0
 
 
 class IdentitySchema(Schema):
@@ -34,7 +40,10 @@ class StatusSchema(Schema):
     peer_id = fields.String()
     cluster_id = fields.String()
     registry_hash = fields.String()
+    coordinator = fields.String(allow_none=True, metadata={"description": "peer that hands out licence slots"})
     totals = fields.Dict(keys=fields.String(), values=fields.Integer())
+    gossip = fields.Dict(keys=fields.String(), values=fields.Integer(),
+                         metadata={"description": "rounds, pushes, messages, bytes_sent, bytes_received"})
     peers = fields.List(fields.Dict())
 
 
@@ -55,7 +64,10 @@ def identity():
 @endpoint("Force a sync round now: replication and kernel reconcile", scope=scope_rules.ADMIN,
           response=SyncSchema)
 def sync():
-    agent().trigger_sync("api")
+    runtime = agent()
+    runtime.trigger_sync("api")
+    if runtime.gossiper is not None:
+        runtime.gossiper.request_round(wait=SYNC_WAIT_SECONDS)  # answer once the round ran (bounded wait)
     return {"triggered": True}
 
 
@@ -68,12 +80,14 @@ def status():
     peers = repo.list_peers(conn)
     local_hash = runtime.replicator.registry_hash()
     peer_rows = runtime.peer_status(local_hash)
+    coordinator = limits.coordinator(conn)
     return {
         "peer_id": runtime.local_peer_id, "cluster_id": runtime.cluster().get("cluster_id"),
-        "registry_hash": local_hash,
+        "registry_hash": local_hash, "coordinator": coordinator.id if coordinator else None,
         "totals": {"peers": len(peers), "services": repo.count_services(conn),
                    "routes": sum(len(s.routes) for s in repo.list_services(conn)),
                    "credentials": len(repo.list_credentials(conn))},
+        "gossip": runtime.gossiper.stats.as_dict() if runtime.gossiper is not None else {},
         "peers": peer_rows,
     }
 
@@ -97,3 +111,18 @@ def gossip_endpoint():
     except messages.MessageError as err:
         log.warning("replication message refused", reason=str(err), remote=request.remote_addr)
         raise Unauthorized(f"replication message refused: {err}") from None
+
+
+@bp.post("/v1/cluster/reserve")
+@endpoint("Peer-to-peer: reserve a licence slot (service or node) from the coordinator (signed by a trusted "
+          "peer)", scope=None, always=True, errors=(400, 401))
+def reserve_endpoint():
+    runtime = agent()
+    if not runtime.bootstrapped:
+        raise NotBootstrapped("agent is not bootstrapped yet")
+    try:
+        return limits.answer(runtime, request.get_json(silent=True) or {},
+                             lambda sender: gossip.trusted_key(runtime, sender))
+    except messages.MessageError as err:
+        log.warning("slot reservation refused", reason=str(err), remote=request.remote_addr)
+        raise Unauthorized(f"slot reservation refused: {err}") from None

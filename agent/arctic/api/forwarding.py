@@ -4,6 +4,9 @@ Only a record's owner may author changes to it (a service's source peer, a peer'
 agents forward such requests with the caller's own bearer token (valid on every peer). After a
 successful forwarded write the agent pulls from the owner at once, so the caller can read its write
 back from the agent it talked to.
+
+Exception: once a service's source peer has left (``remove-self``) or was revoked, nobody can
+forward to it, so any agent may delete that service itself (its tombstone is accepted everywhere).
 """
 
 from __future__ import annotations
@@ -20,12 +23,19 @@ log = get_logger("api")
 FORWARD_HEADER = "X-Arctic-Forwarded-By"
 
 
+def _is_service_delete() -> bool:
+    return request.method == "DELETE" and request.url_rule is not None \
+        and request.url_rule.rule == "/v1/services/<service_id>"
+
+
 def forward_to(owner_peer_id: str) -> Response | None:
     """Forward the current request to ``owner_peer_id`` unless that is this agent (then None)."""
     runtime = agent()
     if owner_peer_id == runtime.local_peer_id:
         return None
     peer = repo.get_peer(runtime.db.read(), owner_peer_id)
+    if peer is not None and peer.state in ("revoked", "deactivated") and _is_service_delete():
+        return None  # the owner left: any agent may delete its services (replication accepts the tombstone)
     if peer is None or peer.state in ("revoked", "deactivated"):
         raise ApiError(f"owner peer {owner_peer_id} is not an active member of this cluster",
                        code="PEER_UNREACHABLE", status=422)

@@ -1,4 +1,6 @@
-"""Peers of the cluster (read side; joining is added by the cluster issue)."""
+"""Peers of the cluster: list/get (with what this agent observes of their liveness), join (handshake),
+rename (forwarded to that peer: only it signs its record), revoke (cluster-wide, final) and leave
+(``remove-self``: a signed deactivation of the local peer)."""
 
 from __future__ import annotations
 
@@ -35,17 +37,30 @@ class PeerQuery(Schema):
     is_local = fields.Boolean()
 
 
+def _unreachable_ids(conn) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT peer_id FROM peer_health WHERE reachable = 0").fetchall()}
+
+
+def _peer_view(peer, unreachable: set[str]) -> dict:
+    """The replicated record, with ``state`` showing ``unreachable`` when this agent cannot reach it."""
+    out = peer.to_api()
+    if out["state"] == "active" and not peer.is_local and peer.id in unreachable:
+        out["state"] = "unreachable"
+    return out
+
+
 @bp.get("/v1/peers")
 @endpoint("List peers", scope=scope_rules.PEERS_READ, query=PeerQuery, response=PeerSchema, many=True)
 def list_peers():
-    peers = repo.list_peers(agent().db.read(), parse_bool_arg("is_local"))
-    return [p.to_api() for p in peers]
+    conn = agent().db.read()
+    unreachable = _unreachable_ids(conn)
+    return [_peer_view(p, unreachable) for p in repo.list_peers(conn, parse_bool_arg("is_local"))]
 
 
 @bp.get("/v1/peers/<peer_id>")
 @endpoint("Get a peer", scope=scope_rules.PEERS_READ, response=PeerSchema, errors=(404,))
 def get_peer(peer_id: str):
-    return find_peer(peer_id).to_api()
+    return _peer_view(find_peer(peer_id), _unreachable_ids(agent().db.read()))
 
 
 class PeerAdd(Schema):
@@ -118,6 +133,7 @@ def delete_peer(peer_id: str):
     with runtime.db.write() as tx:
         tx.execute("UPDATE peers SET state = 'revoked', updated_at = ? WHERE id = ?",
                    (to_rfc3339(runtime.clock()), peer.id))
+        tx.execute("DELETE FROM peer_candidates WHERE peer_id = ?", (peer.id,))
         tx.touch("peers", peer.id)
     log.warning("peer revoked", peer_id=peer.id, address=peer.address)
     runtime.gossip_soon()

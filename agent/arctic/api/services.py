@@ -20,6 +20,7 @@ from arctic.api.lookup import find_peer, find_service, parse_bool_arg
 from arctic.api.routes import RouteSchema
 from arctic.api.validation import json_body, load
 from arctic.auth import scopes as scope_rules
+from arctic.cluster import limits
 from arctic.errors import AlreadyExists, ApiError, InvalidRequest
 from arctic.ids import new_id, parse_id
 from arctic.logs import get_logger
@@ -144,17 +145,25 @@ def create_service():
     forwarded = forward_to(owner)
     if forwarded is not None:
         return forwarded
-    with runtime.db.write() as tx:
-        svc["source_peer_id"] = find_peer(svc["source_peer_id"], tx, "source peer").id
-        svc["target_peer_id"] = find_peer(svc["target_peer_id"], tx, "target peer").id
+
+    def check_new_service(conn) -> None:
+        svc["source_peer_id"] = find_peer(svc["source_peer_id"], conn, "source peer").id
+        svc["target_peer_id"] = find_peer(svc["target_peer_id"], conn, "target peer").id
         check_service_rules(svc)
-        if svc["name"] and repo.find_service_by_name(tx, svc["name"]):
+        if svc["name"] and repo.find_service_by_name(conn, svc["name"]):
             raise AlreadyExists(f"a service named {svc['name']!r} already exists")
         limit = runtime.licence.max_services
-        if repo.count_services(tx) >= limit:
+        if repo.count_services(conn) >= limit:
             raise ApiError(f"licence allows {limit} services and all are in use: delete unused services or "
                            "upgrade the licence ('arctic license show')", code="SERVICE_LIMIT_EXCEEDED", status=422)
-        service_id = new_id("svc")
+
+    # Validate, then take a slot cluster-wide (the licence limit holds across agents, see
+    # cluster/limits.py), then re-check and insert: no network call runs inside the write transaction.
+    check_new_service(runtime.db.read())
+    service_id = new_id("svc")
+    limits.reserve(runtime, limits.SERVICE, service_id)
+    with runtime.db.write() as tx:
+        check_new_service(tx)
         repo.insert_service(tx, service_id, svc, to_rfc3339(runtime.clock()))
         created = repo.get_service(tx, service_id)
     log.info("service created", service_id=service_id, source=svc["source_peer_id"], target=svc["target_peer_id"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import secrets
 
-from arctic.cluster import messages, transport
+from arctic.cluster import limits, messages, transport
 from arctic.cluster.identity import verify_signature
 from arctic.cluster.licence import LicenceError, verify_licence
 from arctic.cluster.replication import Envelope, Rejected, canonical, stored
@@ -37,6 +37,13 @@ def _own_envelope(runtime) -> Envelope:
 
 def _active_peer_count(runtime) -> int:
     return len([p for p in repo.list_peers(runtime.db.read()) if p.state not in ("revoked", "deactivated")])
+
+
+def _reserve_node(runtime, peer_id: str) -> None:
+    """A new member takes a node slot: checked here first, then reserved cluster-wide (``limits``)."""
+    if _active_peer_count(runtime) + 1 > runtime.licence.max_nodes:
+        raise _fail(f"node limit reached ({runtime.licence.max_nodes} nodes)", "NODE_LIMIT_EXCEEDED")
+    limits.reserve(runtime, limits.NODE, peer_id)
 
 
 def _check_peer_envelope(env: Envelope) -> None:
@@ -78,6 +85,9 @@ def answer(runtime, packet: dict) -> dict:
         raise _fail("invalid signature" if "signature" in str(err) else str(err)) from None
     if msg.get("to") != runtime.local_peer_id:
         raise _fail(f"this agent is {runtime.local_peer_id}, not {msg.get('to')}")
+    challenge = msg.get("challenge")
+    if not isinstance(challenge, str) or len(challenge) < 32:
+        raise _fail("malformed handshake (missing challenge)")
     try:
         their = verify_licence(msg.get("licence") or {}, list(runtime.config.issuer_public_keys))
     except LicenceError as err:
@@ -89,14 +99,11 @@ def answer(runtime, packet: dict) -> dict:
     if existing is not None and existing.state == "revoked":
         log.warning("handshake refused: revoked peer tried to rejoin", peer_id=env.id)
         raise _fail("peer was revoked from this cluster")
-    if existing is None and _active_peer_count(runtime) + 1 > runtime.licence.max_nodes:
-        raise _fail(f"node limit reached ({runtime.licence.max_nodes} nodes)", "NODE_LIMIT_EXCEEDED")
+    if existing is None or existing.state == "deactivated":
+        _reserve_node(runtime, env.id)
     _adopt_peer(runtime, env)
     runtime.adopt_cluster_id(msg.get("cluster_id"))
     log.info("peer handshake answered", peer_id=env.id, address=env.body["address"])
-    challenge = msg.get("challenge")
-    if not isinstance(challenge, str) or len(challenge) < 32:
-        raise _fail("malformed handshake (missing challenge)")
     nonce_sig = runtime.identity.sign(canonical({"challenge": challenge, "for": env.id}))
     reply = {"peer": _own_envelope(runtime).to_wire(), "licence": runtime.licence.raw,
              "cluster_id": runtime.cluster().get("cluster_id"),
@@ -113,17 +120,19 @@ def join(runtime, address: str, name_hint: str | None = None, *, known_ok: bool 
         raise _fail(err.reason if err.reason != "http error" else f"{address}: {err.detail}", "HANDSHAKE_FAILED") \
             from None
     peer_id = ident.get("peer_id")
+    if not isinstance(peer_id, str) or not peer_id.startswith("peer_"):
+        raise _fail(f"{address} did not answer with an Arctic agent identity")
     if peer_id == runtime.local_peer_id:
         raise ApiError("that address is this agent itself", code="INVALID_REQUEST", status=400)
-    existing = repo.get_peer(runtime.db.read(), peer_id) if peer_id else None
+    existing = repo.get_peer(runtime.db.read(), peer_id)
     if existing is not None and existing.state == "active" and not known_ok:
         raise AlreadyExists("peer already exists in cluster")
     if existing is not None and existing.state == "revoked":
         raise _fail("peer was revoked from this cluster; revocation is final")
     if ident.get("customer_id") and ident["customer_id"] != runtime.licence.customer_id:
         raise _fail("license mismatch", "LICENSE_MISMATCH")
-    if existing is None and _active_peer_count(runtime) + 1 > runtime.licence.max_nodes:
-        raise _fail(f"node limit reached ({runtime.licence.max_nodes} nodes)", "NODE_LIMIT_EXCEEDED")
+    if existing is None or existing.state == "deactivated":
+        _reserve_node(runtime, peer_id)
     nonce = secrets.token_hex(16)
     packet = messages.seal(runtime.identity, runtime.local_peer_id, {
         "peer": _own_envelope(runtime).to_wire(), "licence": runtime.licence.raw, "challenge": nonce, "to": peer_id,
@@ -132,7 +141,7 @@ def join(runtime, address: str, name_hint: str | None = None, *, known_ok: bool 
         reply = transport.call(address, "POST", "/v1/cluster/handshake", json=packet, timeout=10)
     except transport.PeerCallError as err:
         if err.body.get("code") in ("LICENSE_MISMATCH", "NODE_LIMIT_EXCEEDED", "LICENSE_INVALID",
-                                    "HANDSHAKE_FAILED"):
+                                    "HANDSHAKE_FAILED", "PEER_UNREACHABLE"):
             raise ApiError(err.body.get("error", "handshake failed"), code=err.body["code"], status=422) from None
         raise _fail(err.reason if err.reason != "http error" else err.detail) from None
     try:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from arctic.logs import get_logger
 from arctic.store import repository as repo
 from arctic.store.database import Transaction
 
+log = get_logger("cluster")
 KINDS = ("peer", "service", "credential")
 
 _SERVICE_FIELDS = ("id", "name", "source_peer_id", "target_peer_id", "transport_type", "requires_interface",
@@ -56,8 +58,10 @@ def materialise(tx: Transaction, kind: str, record_id: str, body: dict | None, l
         tx.execute("DELETE FROM services WHERE id = ?", (record_id,))
         if body is not None:
             cols = [c for c in _SERVICE_FIELDS]
+            values = {c: _db(body.get(c)) for c in cols}
+            values["name"] = _settle_name_clash(tx, record_id, values["name"])
             tx.execute(f"INSERT INTO services ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                       tuple(_db(body.get(c)) for c in cols))
+                       tuple(values[c] for c in cols))
             for route in body.get("routes", []):
                 tx.execute("INSERT INTO routes (service_id, id, priority, source_cidr, dest_cidr, seq, created_at,"
                            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -88,6 +92,25 @@ def materialise(tx: Transaction, kind: str, record_id: str, body: dict | None, l
         tx.touch("credentials")
     else:
         raise ValueError(f"unknown record kind {kind!r}")
+
+
+def _settle_name_clash(tx: Transaction, record_id: str, name: str | None) -> str | None:
+    """Two source peers created services with the same name at the same time: the older id keeps it.
+
+    The replicated bodies stay as their owners wrote them (so registry hashes still agree); only the
+    local table drops the name of the younger service, the same way on every peer.
+    """
+    if name is None:
+        return None
+    row = tx.execute("SELECT id FROM services WHERE name = ? AND id != ?", (name, record_id)).fetchone()
+    if row is None:
+        return name
+    log.warning("service name used twice; the older service keeps it", name=name, kept=min(row[0], record_id),
+                unnamed=max(row[0], record_id))
+    if row[0] < record_id:
+        return None
+    tx.execute("UPDATE services SET name = NULL WHERE id = ?", (row[0],))
+    return name
 
 
 def _db(value: Any) -> Any:

@@ -4,8 +4,19 @@ Each local write is turned into envelopes inside the same SQLite transaction (``
 signed with the local identity. Remote envelopes are accepted only when (1) the author's signature
 verifies against a trusted peer key and (2) the author may change that record (a service's source
 peer for services and their routes, a peer for its own record; a revocation may come from any
-trusted peer and is final). Merge is deterministic: the higher ``(version, author)`` wins, a
-deletion wins a tie, so every peer converges to the same state whatever the delivery order.
+trusted peer and is final). Merge is deterministic: records are ordered by their *rank*
+``(final, version, deleted, author)``, the higher rank wins, so every peer converges to the same
+state whatever the delivery order:
+
+* ``final`` is set only on a peer revocation, so a revocation beats every later-looking update of
+  that peer record (revocation is final, even against a peer whose clock runs ahead);
+* ``version`` is a hybrid clock (microseconds, ``max(now, previous + 1)``) from the author;
+* ``deleted`` makes a deletion win a tie with an update of the same version (deletes win);
+* ``author`` breaks the remaining ties between two peers that wrote the same version.
+
+A revoked peer cannot send anything any more (its gossip, handshakes and tokens are refused), but
+the records it signed before the revocation reached everyone are still relayed and accepted: every
+peer must end with the same set, whichever it heard first.
 """
 
 from __future__ import annotations
@@ -13,7 +24,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from arctic.cluster import records
@@ -23,6 +36,7 @@ from arctic.store import repository as repo
 from arctic.store.database import Database, Transaction
 
 log = get_logger("cluster")
+FUTURE_LIMIT_US = 300 * 1_000_000  # a version further ahead than this is someone's broken clock
 
 
 def canonical(obj) -> bytes:
@@ -44,8 +58,13 @@ class Envelope:
                           "deleted": self.deleted, "body": self.body})
 
     @property
+    def is_revocation(self) -> bool:
+        return self.kind == "peer" and self.body is not None and self.body.get("state") == "revoked"
+
+    @property
     def rank(self) -> tuple:
-        return (self.version, self.deleted, self.author)
+        """Merge order: the higher rank wins (see the module docstring)."""
+        return (self.is_revocation, self.version, self.deleted, self.author)
 
     def to_wire(self) -> dict:
         return asdict(self)
@@ -61,6 +80,8 @@ class Envelope:
             raise ValueError(f"unknown record kind {env.kind!r}")
         if (env.body is None) != env.deleted:
             raise ValueError("a record has a body exactly when it is not deleted")
+        if env.body is not None and not isinstance(env.body, dict):
+            raise ValueError("a record body must be an object")
         return env
 
     @classmethod
@@ -83,6 +104,20 @@ class Rejected(Exception):
 
 def _now_us() -> int:
     return time.time_ns() // 1000
+
+
+def parse_rank(value: object) -> tuple | None:
+    """A rank as it travels in a digest (``[final, version, deleted, author]``); None when malformed."""
+    if not isinstance(value, list) or len(value) != 4:
+        return None
+    final, version, deleted, author = value
+    if not isinstance(version, int) or not isinstance(author, str) or not isinstance(final, (bool, int)) \
+            or not isinstance(deleted, (bool, int)):
+        return None
+    return (bool(final), version, bool(deleted), author)
+
+
+_INACTIVE_STATES = ("revoked", "deactivated")
 
 
 def stored(conn, kind: str, record_id: str) -> Envelope | None:
@@ -110,7 +145,9 @@ class Replicator:
         self._identity = identity_provider
         self._local_peer = local_peer_provider
         self.outbox: list[Envelope] = []
+        self.on_outbox: Callable[[], None] | None = None  # the gossiper's "push now" (set by it)
         db.before_commit(self._sign_local_changes)
+        db.on_commit(self._after_commit)
 
     # -- local writes ------------------------------------------------------------------------
     def _sign_local_changes(self, tx: Transaction) -> None:
@@ -133,6 +170,10 @@ class Replicator:
             _put(tx, env)
             self.outbox.append(env)
 
+    def _after_commit(self, _changed: set[str]) -> None:
+        if self.outbox and self.on_outbox is not None:
+            self.on_outbox()
+
     def reseal_all(self) -> None:
         """Sign envelopes for every record that has none yet (first start after an upgrade)."""
         conn = self.db.read()
@@ -153,30 +194,54 @@ class Replicator:
         author = repo.get_peer(conn, env.author)
         if author is None:
             raise Rejected(f"author {env.author} is not a peer we have met yet", deferred=True)
-        if author.state == "revoked":
-            raise Rejected(f"author {env.author} was revoked")
-        if not verify_signature(author.public_key, env.signed_part(), base64.b64decode(env.sig)):
+        if env.version > _now_us() + FUTURE_LIMIT_US:
+            raise Rejected(f"{env.kind} {env.id} carries a version from the future (clock of {env.author} "
+                           "is ahead?)", deferred=True)
+        try:
+            signature = base64.b64decode(env.sig, validate=True)
+        except ValueError:
+            signature = b""
+        if not verify_signature(author.public_key, env.signed_part(), signature):
             raise Rejected(f"bad signature on {env.kind} {env.id} claimed by {env.author}")
         current = stored(conn, env.kind, env.id)
         if env.kind == "service":
-            owners = {records.owner_of(conn, "service", env.id, env.body)}
-            if current is not None and current.body is not None:
-                owners.add(current.body["source_peer_id"])
-            if owners != {env.author}:
-                raise Rejected(f"{env.author} may not change service {env.id} (owned by its source peer)")
+            self._check_service(conn, env, current)
         elif env.kind == "peer":
-            was_revoked = current is not None and current.body is not None and current.body["state"] == "revoked"
-            if was_revoked and not (env.body and env.body["state"] == "revoked"):
-                raise Rejected(f"peer {env.id} was revoked; revocation is final")
-            revoking = env.body is not None and env.body["state"] == "revoked"
-            if env.author != env.id and not revoking:
-                raise Rejected(f"{env.author} may not change peer record {env.id}")
-            if env.body is not None and current is not None and current.body is not None and \
-                    env.body["public_key"] != current.body["public_key"]:
-                raise Rejected(f"peer {env.id} cannot change its identity key")
+            self._check_peer(env, current)
 
-    def accept(self, envelopes: list[Envelope], local_peer_id: str) -> tuple[int, int]:
-        """Apply what is newer; returns (applied, rejected). Rejections are logged with their reason."""
+    @staticmethod
+    def _check_service(conn, env: Envelope, current: Envelope | None) -> None:
+        """Only a service's source peer writes it; anyone may delete it once that peer has left."""
+        current_owner = current.body["source_peer_id"] if current is not None and current.body else None
+        claimed = env.body["source_peer_id"] if env.body is not None else None
+        if claimed is not None and current_owner is not None and claimed != current_owner:
+            raise Rejected(f"{env.author} tried to change the source peer of service {env.id}")
+        owner = claimed or current_owner
+        if owner is None or owner == env.author:
+            return  # a create by its owner, or the tombstone of a service this peer never saw
+        owner_peer = repo.get_peer(conn, owner)
+        if env.deleted and owner_peer is not None and owner_peer.state in _INACTIVE_STATES:
+            return  # cleaning up after a peer that left or was revoked
+        raise Rejected(f"{env.author} may not change service {env.id} (owned by its source peer {owner})")
+
+    @staticmethod
+    def _check_peer(env: Envelope, current: Envelope | None) -> None:
+        """A peer writes its own record; any trusted peer may revoke it, and a revocation is final."""
+        was_revoked = current is not None and current.is_revocation
+        if was_revoked and not env.is_revocation:
+            raise Rejected(f"peer {env.id} was revoked; revocation is final")
+        if env.author != env.id and not env.is_revocation:
+            raise Rejected(f"{env.author} may not change peer record {env.id}")
+        if env.body is not None and current is not None and current.body is not None and \
+                env.body.get("public_key") != current.body.get("public_key"):
+            raise Rejected(f"peer {env.id} cannot change its identity key")
+
+    def accept(self, envelopes: list[Envelope], local_peer_id: str | None) -> tuple[int, int]:
+        """Apply what ranks higher than what we hold; returns (applied, rejected).
+
+        Rejections are logged with their reason (WARN, except the benign "not met yet" ones, which
+        anti-entropy brings back once discovery has handshaken the author).
+        """
         applied = rejected = 0
         with self.db.write() as tx:
             tx.replicated = True
@@ -184,40 +249,58 @@ class Replicator:
                 current = stored(tx, env.kind, env.id)
                 if current is not None and current.rank >= env.rank:
                     continue
-                if env.kind == "peer" and repo.get_peer(tx, env.id) is None:
+                if env.kind == "peer" and not env.is_revocation and repo.get_peer(tx, env.id) is None:
                     continue  # a peer we have not met: discovery handshakes it first
+                tx.execute("SAVEPOINT record")
                 try:
                     self.check(tx, env)
-                except Rejected as err:
+                    _put(tx, env)
+                    records.materialise(tx, env.kind, env.id, env.body, local_peer_id)
+                except (Rejected, KeyError, TypeError, ValueError, sqlite3.IntegrityError) as err:
+                    tx.execute("ROLLBACK TO record")
+                    tx.execute("RELEASE record")
                     rejected += 1
-                    emit = log.info if err.deferred else log.warning
-                    emit("replicated change refused", reason=str(err), kind=env.kind, id=env.id, author=env.author)
+                    deferred = isinstance(err, Rejected) and err.deferred
+                    reason = str(err) if isinstance(err, Rejected) else f"malformed {env.kind} record ({err!r})"
+                    emit = log.info if deferred else log.warning
+                    emit("replicated change refused", reason=reason, kind=env.kind, id=env.id, author=env.author)
                     continue
-                _put(tx, env)
-                records.materialise(tx, env.kind, env.id, env.body, local_peer_id)
+                tx.execute("RELEASE record")
+                if env.is_revocation:
+                    tx.execute("DELETE FROM peer_candidates WHERE peer_id = ?", (env.id,))
+                    if env.id == local_peer_id:
+                        log.warning("this peer was revoked from the cluster", revoked_by=env.author)
                 applied += 1
         return applied, rejected
 
     # -- anti-entropy ------------------------------------------------------------------------
     def digest(self) -> dict[str, list]:
-        """``{"kind/id": [version, deleted, author]}`` for every record."""
-        rows = self.db.read().execute("SELECT kind, id, version, deleted, author FROM replica").fetchall()
-        return {f"{r['kind']}/{r['id']}": [r["version"], bool(r["deleted"]), r["author"]] for r in rows}
+        """``{"kind/id": [final, version, deleted, author]}`` (the rank) for every record."""
+        rows = self.db.read().execute(
+            "SELECT kind, id, version, deleted, author, (kind = 'peer' AND body IS NOT NULL AND"
+            " json_extract(body, '$.state') = 'revoked') AS final FROM replica").fetchall()
+        return {f"{r['kind']}/{r['id']}": [bool(r["final"]), r["version"], bool(r["deleted"]), r["author"]]
+                for r in rows}
 
     def newer_than(self, their_digest: dict) -> list[Envelope]:
         """Envelopes the other side lacks or has older."""
         out = []
         for row in self.db.read().execute("SELECT * FROM replica").fetchall():
             env = Envelope.from_row(row)
-            theirs = their_digest.get(f"{env.kind}/{env.id}")
-            if theirs is None or tuple(theirs) < env.rank:
+            theirs = parse_rank(their_digest.get(f"{env.kind}/{env.id}"))
+            if theirs is None or theirs < env.rank:
                 out.append(env)
         return out
 
     def wanted_from(self, their_digest: dict) -> list[str]:
-        mine = self.digest()
-        return [key for key, rank in their_digest.items()
-                if isinstance(rank, list) and len(rank) == 3 and (key not in mine or tuple(mine[key]) < tuple(rank))]
+        """Keys the other side holds a higher rank of than we do."""
+        mine = {key: parse_rank(rank) for key, rank in self.digest().items()}
+        wanted = []
+        for key, value in their_digest.items():
+            rank = parse_rank(value)
+            if rank is not None and isinstance(key, str) and (key not in mine or mine[key] < rank):
+                wanted.append(key)
+        return wanted
 
     def envelopes(self, keys: list[str]) -> list[Envelope]:
         out = []

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json as jsonlib
+from collections.abc import Callable
+
 import requests
 
 DEFAULT_TIMEOUT = 5.0
+
+Meter = Callable[[int, int], None]
+"""``meter(bytes_sent, bytes_received)``: application bytes of one call (request body, response body)."""
 
 
 class PeerCallError(Exception):
@@ -23,9 +29,16 @@ def base_url(address: str) -> str:
     return address if address.startswith("http") else f"http://{address}"
 
 
-def call(address: str, method: str, path: str, *, json=None, headers=None, timeout: float = DEFAULT_TIMEOUT) -> dict:
+def call(address: str, method: str, path: str, *, json=None, headers=None, timeout: float = DEFAULT_TIMEOUT,
+         meter: Meter | None = None) -> dict:
+    """One JSON call to a peer; the body is sent compact so that ``meter`` counts what crosses the wire."""
+    data = None
+    headers = dict(headers or {})
+    if json is not None:
+        data = jsonlib.dumps(json, separators=(",", ":"), ensure_ascii=False).encode()
+        headers.setdefault("Content-Type", "application/json")
     try:
-        resp = _session.request(method, base_url(address) + path, json=json, headers=headers, timeout=timeout)
+        resp = _session.request(method, base_url(address) + path, data=data, headers=headers, timeout=timeout)
     except requests.exceptions.ConnectTimeout:
         raise PeerCallError("connection timeout", address) from None
     except requests.exceptions.ReadTimeout:
@@ -36,9 +49,13 @@ def call(address: str, method: str, path: str, *, json=None, headers=None, timeo
         if "timed out" in text.lower():
             reason = "connection timeout"
         raise PeerCallError(reason, address) from None
+    if meter is not None:
+        meter(len(data or b""), len(resp.content))
     try:
         body = resp.json()
     except ValueError:
+        body = {}
+    if not isinstance(body, dict):
         body = {}
     if resp.status_code >= 400:
         raise PeerCallError("http error", body.get("error", resp.reason), resp.status_code, body)

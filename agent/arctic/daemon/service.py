@@ -6,6 +6,7 @@ half-way through a write. The API runs in waitress on its own thread.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 from waitress.server import create_server
@@ -31,9 +32,26 @@ class AgentService:
 
         self.runtime.gossiper = Gossiper(self.runtime, interval=config.sync_interval)
         self.runtime.on_sync(lambda reason: self.runtime.gossiper.poke())
-        self._workers: list = [self.runtime.gossiper]
+        self._workers: list = [self.runtime.gossiper, *self._kernel_workers(config)]
         if self.runtime.bootstrapped:
             self.runtime.replicator.reseal_all()
+
+    def _kernel_workers(self, config: AgentConfig) -> list:
+        """Data-plane supervisor and reconcile worker (started in this order, stopped in reverse); none when the
+        agent must not touch the kernel (``apply_kernel: false``)."""
+        if not config.apply_kernel:
+            return []
+        from arctic.daemon.dataplane_supervisor import DataplaneSupervisor  # noqa: PLC0415
+        from arctic.daemon.reconcile import ReconcileWorker  # noqa: PLC0415
+
+        supervisor = DataplaneSupervisor(config) if config.dataplane.enabled else None
+        worker = ReconcileWorker(self.runtime, supervisor)
+        self.runtime.reconcile_worker = worker
+        self.runtime.add_readiness(worker.readiness)
+        if supervisor is None:
+            return [worker]
+        self.runtime.add_readiness(supervisor.readiness)
+        return [supervisor, worker]
 
     def start(self) -> None:
         try:
@@ -61,9 +79,19 @@ class AgentService:
         return threads_ok and self._server_thread is not None and self._server_thread.is_alive()
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        """Stop the API first (no new writes), then the workers in reverse start order."""
+        if self._server is not None and self._server_thread is not None:
+            # waitress's loop is not thread-safe: close its sockets from inside the loop (trigger
+            # thunk); once its map is empty the loop returns and the worker threads are shut down.
+            server = self._server
+
+            def _close_all() -> None:
+                for dispatcher in list(server._map.values()):
+                    with contextlib.suppress(OSError):
+                        dispatcher.close()
+
+            server.trigger.pull_trigger(_close_all)
+            self._server_thread.join(timeout=5)
+            server.task_dispatcher.shutdown(timeout=5)
         for worker in reversed(self._workers):
             worker.stop()
-        if self._server_thread is not None:
-            self._server_thread.join(timeout=5)

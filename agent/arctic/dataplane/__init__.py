@@ -11,6 +11,10 @@ cutting live connections. Map of the package:
 * ``channels``  - the tunnel connection, plaintext or TLS over memory BIOs;
 * ``relay``     - two-way byte moving (``os.splice`` or large-buffer TLS) with half-close and reset semantics;
 * ``netsock``   - socket recipes (TPROXY listener, transparent connect, RST close);
+* ``slots``     - which QoS flow slot (``SO_PRIORITY``) a new tunnel connection takes;
 * ``engine``    - listeners, source and target handling, live reload, drain;
-* ``stats``     - the counters file the agent and tests read.
+* ``stats``     - the counters file the agent and tests read (also per service: which one carried what).
+
+The agent starts it through ``arctic.daemon.dataplane_supervisor`` and renders its config in
+``arctic.daemon.rendering``.
 """

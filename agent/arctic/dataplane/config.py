@@ -62,6 +62,14 @@ class ServiceConfig:
     bind_address: str | None
     so_priority: int
     routes: tuple[RouteConfig, ...]
+    so_priorities: tuple[int, ...] = ()  # QoS flow slots: each connection takes the least-used one
+
+    @property
+    def slot_priorities(self) -> tuple[int, ...]:
+        """The SO_PRIORITY values a connection may use: the QoS slots, else ``so_priority``, else none (0)."""
+        if self.so_priorities:
+            return self.so_priorities
+        return (self.so_priority,) if self.so_priority else ()
 
     def admits(self, src_ip: str, dst_ip: str) -> bool:
         """Does any route of this service cover a connection src -> dst? (a target is never an open proxy)"""
@@ -188,7 +196,7 @@ def _parse_route(raw: Any, where: str, service_id: str) -> RouteConfig:
 
 def _parse_service(raw: Any, where: str) -> ServiceConfig:
     obj = _check_keys(raw, where, {"id", "source_peer_id", "target_peer_id", "routes"},
-                      {"transport_type", "fully_transparent", "bind_address", "so_priority"})
+                      {"transport_type", "fully_transparent", "bind_address", "so_priority", "so_priorities"})
     service_id = _id("svc", obj["id"], f"{where}.id")
     transport = obj.get("transport_type", "tcp")
     if transport not in TRANSPORTS:
@@ -197,6 +205,9 @@ def _parse_service(raw: Any, where: str) -> ServiceConfig:
     routes = obj["routes"]
     if not isinstance(routes, list):
         raise ConfigError(f"{where}.routes: must be a list")
+    slots = obj.get("so_priorities", [])
+    if not isinstance(slots, list):
+        raise ConfigError(f"{where}.so_priorities: must be a list of SO_PRIORITY values")
     return ServiceConfig(
         id=service_id,
         source_peer_id=_id("peer", obj["source_peer_id"], f"{where}.source_peer_id"),
@@ -206,6 +217,7 @@ def _parse_service(raw: Any, where: str) -> ServiceConfig:
         bind_address=None if bind is None else _ip(bind, f"{where}.bind_address"),
         so_priority=_int(obj.get("so_priority", 0), f"{where}.so_priority", 0, 2**32 - 1),
         routes=tuple(_parse_route(r, f"{where}.routes[{i}]", service_id) for i, r in enumerate(routes)),
+        so_priorities=tuple(_int(v, f"{where}.so_priorities[{i}]", 1, 2**32 - 1) for i, v in enumerate(slots)),
     )
 
 

@@ -47,6 +47,7 @@ from .header import (
 from .keys import IdentityKeyError, load_identity_key, raw_public_key
 from .relay import ABORT_GRACE, Relay
 from .replay import ReplayCache
+from .slots import SlotPicker
 from .stats import Stats, write_json_atomic
 
 STATUS_GRACE = 2.0  # extra seconds the source waits for the verdict beyond the target's own connect timeout
@@ -173,6 +174,7 @@ class Dataplane:
         self.watchdog = SetupWatchdog()
         self.listeners: dict[str, Listener] = {}
         self.relays: set[Relay] = set()
+        self.slots = SlotPicker()
         self.draining = False
         self.hurry = False  # a second SIGTERM: stop draining now
         self.config_error: str | None = None
@@ -308,6 +310,7 @@ class Dataplane:
         watch: int | None = None
         src = dst = ("?", 0)
         service_id = None
+        slot = 0
         try:
             dst, src = conn.getsockname()[:2], conn.getpeername()[:2]
             if dst[1] == cfg.tproxy_port and netsock.is_local_address(dst[0]):
@@ -323,9 +326,10 @@ class Dataplane:
             peer = cfg.peers.get(service.target_peer_id)
             if peer is None or peer.peer_id == cfg.local_peer_id:
                 raise ConnectionRefused("unknown_target_peer", f"target peer {service.target_peer_id} not configured")
+            slot = self.slots.take(service.slot_priorities)
             try:
                 tunnel = netsock.connect_upstream((peer.tunnel_address, cfg.tunnel_port), cfg.connect_timeout,
-                                                  priority=service.so_priority)
+                                                  priority=slot)
             except OSError as err:
                 raise ConnectionRefused("tunnel_connect_failed", f"tunnel to {peer.peer_id}: {err}") from None
             tunnel.settimeout(cfg.connect_timeout + STATUS_GRACE)
@@ -341,17 +345,21 @@ class Dataplane:
             if self.watchdog.release(watch):
                 raise ConnectionRefused("setup_timeout", "tunnel setup took too long")
             netsock.tune_stream(conn)
-            relay = Relay(conn_id, conn, channel, on_close=self._relay_closed("source", service.id, src, dst))
+            relay = Relay(conn_id, conn, channel,
+                          on_close=self._relay_closed("source", service.id, src, dst, slot))
         except ConnectionRefused as refusal:
+            self.slots.release(slot)
             if self.watchdog.release(watch):
                 refusal = ConnectionRefused("setup_timeout", f"tunnel setup took too long ({refusal.detail})")
             self._refuse("source", conn_id, refusal, conn, tunnel, src=src, dst=dst, service=service_id)
             return
         except (OSError, StreamClosed, TruncatedStream, ssl.SSLError) as err:
+            self.slots.release(slot)
             reason = "setup_timeout" if self.watchdog.release(watch) else "tunnel_failed"
             self._refuse("source", conn_id, ConnectionRefused(reason, f"{type(err).__name__}: {err}"),
                          conn, tunnel, src=src, dst=dst, service=service_id)
             return
+        self.stats.service_relay_started("source", service.id)
         self.log.debug("relaying", conn=conn_id, side="source", src=_fmt(src), dst=_fmt(dst), service=service.id,
                        route=route.id, peer=peer.peer_id)
         self._run_relay(relay)
@@ -381,6 +389,7 @@ class Dataplane:
         upstream: socket.socket | None = None
         channel: PlainChannel | TlsChannel | None = None
         header = None
+        slot = 0
         watch: int | None = self.watchdog.watch(sock, cfg.connect_timeout + STATUS_GRACE)
         try:
             peer_addr = sock.getpeername()[:2]
@@ -411,7 +420,8 @@ class Dataplane:
                 raise ConnectionRefused("setup_timeout", "handshake and header took too long")
             watch = None
             service = verdict.service
-            netsock.set_priority(sock, service.so_priority)
+            slot = self.slots.take(service.slot_priorities)
+            netsock.set_priority(sock, slot)
             bind_ip = header.src_ip if verdict.transparent else service.bind_address
             try:
                 upstream = netsock.connect_upstream((header.dst_ip, header.dst_port), cfg.connect_timeout,
@@ -422,8 +432,9 @@ class Dataplane:
                 raise ConnectionRefused("connect_failed", f"{_fmt((header.dst_ip, header.dst_port))}: {err}") from None
             channel.sendall(bytes([STATUS_OK]))
             relay = Relay(conn_id, upstream, channel, on_close=self._relay_closed(
-                "target", service.id, (header.src_ip, header.src_port), (header.dst_ip, header.dst_port)))
+                "target", service.id, (header.src_ip, header.src_port), (header.dst_ip, header.dst_port), slot))
         except ConnectionRefused as refusal:
+            self.slots.release(slot)
             if self.watchdog.release(watch):
                 refusal = ConnectionRefused("setup_timeout", f"handshake and header took too long ({refusal.detail})")
             if channel is not None and refusal.reason not in ("tunnel_auth_failed", "connect_failed"):
@@ -437,11 +448,13 @@ class Dataplane:
             netsock.reset_close(upstream)
             return
         except (OSError, StreamClosed, TruncatedStream, ssl.SSLError) as err:
+            self.slots.release(slot)
             reason = "setup_timeout" if self.watchdog.release(watch) else "tunnel_failed"
             self._refuse("target", conn_id, ConnectionRefused(reason, f"{type(err).__name__}: {err}"),
                          None, sock, tunnel_peer=_fmt(peer_addr))
             netsock.reset_close(upstream)
             return
+        self.stats.service_relay_started("target", service.id)
         self.log.debug("relaying", conn=conn_id, side="target", src=_fmt((header.src_ip, header.src_port)),
                        dst=_fmt((header.dst_ip, header.dst_port)), service=service.id,
                        transparent=verdict.transparent)
@@ -466,13 +479,16 @@ class Dataplane:
                 netsock.reset_close(tunnel)
         self.stats.closed(side)
 
-    def _relay_closed(self, side: str, service_id: str, src: tuple, dst: tuple) -> Callable[[Relay], None]:
+    def _relay_closed(self, side: str, service_id: str, src: tuple, dst: tuple,
+                      slot: int = 0) -> Callable[[Relay], None]:
         def closed(relay: Relay) -> None:
             with self._relays_lock:
                 self.relays.discard(relay)
+            self.slots.release(slot)
+            self.stats.service_relay_ended(service_id)
             self.stats.closed(side, to_tunnel=relay.to_tunnel, from_tunnel=relay.from_tunnel, relayed=True)
             fields = {"conn": relay.name, "side": side, "service": service_id, "src": _fmt(src), "dst": _fmt(dst),
-                      "to_tunnel": relay.to_tunnel,
+                      "to_tunnel": relay.to_tunnel, "so_priority": slot,
                       "from_tunnel": relay.from_tunnel, "seconds": round(time.monotonic() - relay.started, 3)}
             if relay.aborted:
                 self.log.info("connection reset", reason=relay.abort_reason, **fields)

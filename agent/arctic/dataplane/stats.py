@@ -26,6 +26,7 @@ class Stats:
         self._refused: dict[str, Counter] = {s: Counter() for s in SIDES}
         self._relayed = Counter({s: 0 for s in SIDES})
         self._bytes = Counter({"to_tunnel": 0, "from_tunnel": 0})
+        self._services: dict[str, Counter] = {}  # service id -> relays started per side, and active
 
     def opened(self, side: str) -> None:
         with self._lock:
@@ -39,6 +40,19 @@ class Stats:
             self._bytes["from_tunnel"] += from_tunnel
             if relayed:
                 self._relayed[side] += 1
+
+    def service_relay_started(self, side: str, service_id: str) -> None:
+        """A connection of ``service_id`` is being relayed: which service carried it is visible per service."""
+        with self._lock:
+            counts = self._services.setdefault(service_id, Counter({"source": 0, "target": 0, "active": 0}))
+            counts[side] += 1
+            counts["active"] += 1
+
+    def service_relay_ended(self, service_id: str) -> None:
+        with self._lock:
+            counts = self._services.get(service_id)
+            if counts is not None:
+                counts["active"] -= 1
 
     def refused(self, side: str, reason: str) -> None:
         with self._lock:
@@ -62,6 +76,7 @@ class Stats:
                 "bytes": dict(self._bytes),
                 "by_side": {s: {"active": self._active[s], "total": self._total[s], "relayed": self._relayed[s],
                                 "refused": dict(self._refused[s])} for s in SIDES},
+                "services": {sid: dict(counts) for sid, counts in sorted(self._services.items())},
             }
         data.update(extra)
         return data

@@ -202,7 +202,9 @@ def get_credential(conn: Conn, client_id: str) -> Credential | None:
 
 
 def cluster_credential(conn: Conn) -> Credential | None:
-    row = conn.execute("SELECT * FROM credentials WHERE is_cluster = 1 AND revoked_at IS NULL").fetchone()
+    # Each bootstrapped agent brought one; after merging clusters the oldest is "the" shared one.
+    row = conn.execute("SELECT * FROM credentials WHERE is_cluster = 1 AND revoked_at IS NULL"
+                       " ORDER BY created_at, client_id").fetchone()
     return Credential.from_row(row) if row else None
 
 

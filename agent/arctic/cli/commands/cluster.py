@@ -74,6 +74,8 @@ def _render_status(body: Any) -> str:
         ("Cluster ID", body.get("cluster_id")),
         ("Registry Hash", local_hash),
     ]
+    if body.get("coordinator"):
+        rows.append(("Coordinator", body.get("coordinator")))
     rows += [(str(k).replace("_", " ").title(), v) for k, v in totals.items()]
     peers = [p for p in body.get("peers") or [] if isinstance(p, dict)]
     table = render_table(

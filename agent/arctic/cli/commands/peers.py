@@ -16,14 +16,25 @@ def command() -> None:
 
 
 def _peer_rows(p: dict[str, Any]) -> list[tuple[str, Any]]:
-    return [
+    rows = [
         ("ID", p.get("id")),
         ("Name", p.get("name")),
         ("Public Key", p.get("public_key")),
         ("Is Local", yes_no(p.get("is_local"))),
         ("Address", p.get("address")),
-        ("Created At", format_timestamp(p.get("created_at"))),
     ]
+    if p.get("state") not in (None, "", "active"):
+        rows.append(("State", p.get("state")))
+    return [*rows, ("Created At", format_timestamp(p.get("created_at")))]
+
+
+def _peer_table(rows: list[dict[str, Any]]) -> str:
+    """ID, NAME, ADDRESS as documented; a STATE column (unreachable, deactivated, revoked) joins them as soon as
+    one peer is not plainly active, so a healthy cluster prints exactly the documented table."""
+    with_state = any(isinstance(p, dict) and p.get("state") not in (None, "", "active") for p in rows)
+    headers = ["ID", "NAME", "ADDRESS"] + (["STATE"] if with_state else [])
+    return render_table(headers, [[p.get("id"), p.get("name"), p.get("address")]
+                                  + ([p.get("state") or "-"] if with_state else []) for p in rows])
 
 
 @command.command("list")
@@ -32,15 +43,10 @@ def _peer_rows(p: dict[str, Any]) -> list[tuple[str, Any]]:
 @common_options
 @pass_state
 def list_peers(state: CliState, only: str | None) -> None:
-    """List peers: ID, NAME, ADDRESS."""
+    """List peers: ID, NAME, ADDRESS (and STATE when a peer is not active)."""
     params = {"is_local": "true" if only == "local" else "false"} if only else None
     peers = state.client().get("/v1/peers", params=params)
-    state.output().emit(
-        peers,
-        lambda rows: render_table(
-            ["ID", "NAME", "ADDRESS"], [[p.get("id"), p.get("name"), p.get("address")] for p in rows]
-        ),
-    )
+    state.output().emit(peers, _peer_table)
 
 
 @command.command("get")

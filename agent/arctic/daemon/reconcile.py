@@ -1,0 +1,391 @@
+"""The reconcile worker: makes this peer's kernel and data plane match the store, level-triggered.
+
+When it runs
+    After every store commit that touched services, routes, peers or metadata (local API writes and replicated
+    changes alike; debounced so a burst of commits is one run), on ``cluster sync`` (``runtime.on_sync``), at
+    start-up and every ``reconcile_interval`` seconds (drift repair). Every run recomputes everything from the
+    store: there is no event to miss, only a state to reach.
+
+What a run does, in order
+    1. ``DesiredState`` for THIS peer (``rendering.load_view``) -> ``netconf.Reconciler.apply``: nft table,
+       policy routing, service interfaces, sysctls (only what differs; drift is repaired);
+    2. shaping with ``QosManager`` for every service of this peer, towards its other peer (both directions hold
+       the limit because each peer shapes what it sends); the slot priorities go into the data-plane config;
+    3. the observed service interfaces (name, MAC, addresses) are written back into the ``interface_*`` columns
+       (local observations: written without marking the record changed, so they are never replicated);
+    4. the data-plane JSON config is rendered and, when it changed, written atomically and the data plane told
+       to reload (SIGHUP; its established connections are untouched).
+    A failure in one step is logged and reported (``GET /v1/plan``, readiness) and the other steps still run.
+
+``preview`` renders the same things without applying them (``/v1/plan``); ``offline_reconciler`` gives a
+reconciler that sees an empty kernel, for agents with ``apply_kernel: false``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arctic.config import AgentConfig
+from arctic.daemon import rendering
+from arctic.daemon.dataplane_supervisor import DataplaneSupervisor
+from arctic.logs import get_logger
+from arctic.netconf.applier import KernelApplier
+from arctic.netconf.errors import DesiredStateError, NetconfError
+from arctic.netconf.interfaces import InterfaceStatus
+from arctic.netconf.policy import PolicyState
+from arctic.netconf.qos import QosError, QosManager, ServiceLink
+from arctic.netconf.qos_kernel import TcKernel
+from arctic.netconf.reconciler import Plan, Reconciler
+from arctic.store.database import Database
+
+log = get_logger("agent")
+qlog = get_logger("qosmgr")
+
+WATCHED_KINDS = frozenset({"services", "routes", "peers", "meta"})
+DEBOUNCE_SECONDS = 0.15
+
+
+@dataclass
+class RunReport:
+    """What one reconcile run did; the last one is shown by ``GET /v1/plan`` and readiness."""
+
+    reason: str
+    started_at: float
+    seconds: float = 0.0
+    services: int = 0
+    actions: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    dataplane_config_changed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reason": self.reason, "at": round(self.started_at, 3), "seconds": round(self.seconds, 3),
+                "services": self.services, "actions": self.actions, "errors": self.errors,
+                "dataplane_config_changed": self.dataplane_config_changed}
+
+
+@dataclass
+class Preview:
+    """Everything a run would produce, rendered but not applied, and its diff against what is applied."""
+
+    plan: Plan
+    qos: str
+    dataplane: dict[str, Any]
+    diff: str
+    qos_changed: bool
+    dataplane_changed: bool
+
+    @property
+    def changed(self) -> bool:
+        return self.plan.changed or self.qos_changed or self.dataplane_changed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nftables": self.plan.nftables, "policy": self.plan.policy, "interfaces": self.plan.interfaces,
+                "qos": self.qos, "dataplane": self.dataplane, "diff": self.diff, "changed": self.changed,
+                "changes": dict(self.plan.changes) | {"qos": self.qos_changed, "dataplane": self.dataplane_changed},
+                "drift": self.plan.drift, "interface_errors": self.plan.errors, "nft_error": self.plan.nft_error}
+
+
+def qos_text(links: list[ServiceLink]) -> str:
+    """Shaping as reviewable lines (one per limited service); the tc details live in ``netconf.qos``."""
+    return "".join(f"shape {link.service_id} towards {link.peer_address}: {link.rate_mbps} Mbit/s each way\n"
+                   for link in sorted(links, key=lambda x: x.service_id) if link.rate_mbps > 0)
+
+
+def dataplane_text(doc: dict[str, Any] | None) -> str:
+    return "" if doc is None else json.dumps(doc, indent=1, sort_keys=True) + "\n"
+
+
+def unified(name: str, before: str, after: str) -> str:
+    if before == after:
+        return ""
+    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
+                                        fromfile=f"a/{name} (applied)", tofile=f"b/{name} (desired)"))
+
+
+def preview(reconciler: Reconciler, view: rendering.LocalView, config: AgentConfig, *,
+            priorities: dict[str, list[int]], bind_addresses: dict[str, str | None], qos_before: str,
+            dataplane_before: dict[str, Any] | None) -> Preview:
+    """Render ``view`` for this peer and diff it against what is applied. Raises ``DesiredStateError``."""
+    plan = reconciler.plan(rendering.desired_state(view, config))
+    qos = qos_text(rendering.qos_links(view))
+    doc = rendering.dataplane_config(view, config, priorities=priorities, bind_addresses=bind_addresses)
+    qos_diff = unified("qos", qos_before, qos)
+    dataplane_diff = unified("dataplane", dataplane_text(dataplane_before), dataplane_text(doc))
+    return Preview(plan, qos, doc, plan.diff + qos_diff + dataplane_diff, bool(qos_diff), bool(dataplane_diff))
+
+
+def compare(before: Preview, after: Preview) -> str:
+    """Unified diff between two renderings (used where nothing is applied to compare with)."""
+    sections = (("nftables", before.plan.nftables, after.plan.nftables),
+                ("policy-routing", before.plan.policy, after.plan.policy),
+                ("interfaces (netplan)", before.plan.interfaces, after.plan.interfaces),
+                ("qos", before.qos, after.qos),
+                ("dataplane", dataplane_text(before.dataplane), dataplane_text(after.dataplane)))
+    return "".join(unified(name, old, new) for name, old, new in sections)
+
+
+# --- a kernel that has nothing in it: dry runs on agents that do not touch the kernel -----------------------------
+
+class _EmptyNft:
+    def list_table(self) -> str | None:
+        return None
+
+    def check(self, script: str) -> str | None:
+        return None
+
+
+class _EmptyPolicy:
+    unavailable_families: set[int] = set()
+
+    def read(self) -> PolicyState:
+        return PolicyState((), ())
+
+
+class _NoDhcp:
+    def running(self, name: str) -> bool:
+        return False
+
+
+class _EmptyInterfaces:
+    dhcp = _NoDhcp()
+
+    def observe(self) -> dict:
+        return {}
+
+    def resolve_parent(self, spec, lan_interface: str | None) -> str:
+        return lan_interface or "(parent chosen when applied)"
+
+    def status(self, spec, error=None, observed=None) -> InterfaceStatus:
+        return InterfaceStatus(spec.service_id, spec.name, spec.parent, None, None, None, "missing", spec.dhcp4)
+
+
+class _EmptySysctls:
+    def read(self, name: str) -> str | None:
+        return None
+
+
+class _EmptyKernel:
+    def __init__(self) -> None:
+        self.nft, self.policy, self.interfaces, self.sysctls = (_EmptyNft(), _EmptyPolicy(), _EmptyInterfaces(),
+                                                                _EmptySysctls())
+
+
+def offline_reconciler() -> Reconciler:
+    """A reconciler for ``plan`` only, against an empty kernel (``apply_kernel: false``): it never reads or
+    changes the host's network state."""
+    return Reconciler(_EmptyKernel())
+
+
+# --- the worker ------------------------------------------------------------------------------------------------------
+
+class ReconcileWorker:
+    def __init__(self, runtime, supervisor: DataplaneSupervisor | None = None, *,
+                 reconciler: Reconciler | None = None, qos: QosManager | None = None,
+                 tc: TcKernel | None = None) -> None:
+        self.runtime = runtime
+        self.config: AgentConfig = runtime.config
+        self.supervisor = supervisor
+        state_dir = Path(self.config.data_dir) / "netconf"
+        self.reconciler = reconciler or Reconciler(KernelApplier(dhcp_dir=state_dir / "dhcp"), state_dir=state_dir)
+        self.qos = qos or QosManager()
+        self.tc = tc or TcKernel()
+        self.dataplane_path = Path(self.config.data_dir) / rendering.DATAPLANE_CONFIG
+        self.last: RunReport | None = None
+        self._qos_applied = ""
+        self._bind_addresses: dict[str, str | None] = {}
+        self._interval = max(1.0, float(self.config.reconcile_interval))
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._reasons: list[str] = []
+        self._run_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        runtime.db.on_commit(self._on_commit)
+        runtime.on_sync(lambda reason: self.poke(f"cluster sync ({reason})"))
+
+    # --- lifecycle -----------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.poke("start-up")
+        self._thread = threading.Thread(target=self._loop, name="reconcile", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop reconciling; kernel state and the data plane stay as they are (live connections keep flowing)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def poke(self, reason: str) -> None:
+        self._reasons.append(reason)
+        self._wake.set()
+
+    def _on_commit(self, kinds: set[str]) -> None:
+        if kinds & WATCHED_KINDS:
+            self.poke("store changed: " + ",".join(sorted(kinds & WATCHED_KINDS)))
+
+    def _loop(self) -> None:
+        next_periodic = time.monotonic() + self._interval
+        while not self._stop.is_set():
+            self._wake.wait(timeout=max(0.05, next_periodic - time.monotonic()))
+            if self._stop.is_set():
+                return
+            if self._wake.is_set():
+                time.sleep(DEBOUNCE_SECONDS)  # let a burst of commits land: one run covers them all
+                self._wake.clear()
+                reasons, self._reasons = self._reasons, []
+                reason = "; ".join(dict.fromkeys(reasons)) or "poked"
+            elif time.monotonic() >= next_periodic:
+                reason = "periodic drift check"
+            else:
+                continue
+            try:
+                self.run_once(reason)
+            except Exception:  # the worker must survive anything one run throws
+                log.exception("reconcile run failed", reason=reason)
+            next_periodic = time.monotonic() + self._interval
+
+    # --- one run -------------------------------------------------------------------------------------------------
+
+    def view(self) -> rendering.LocalView | None:
+        """This peer's view of the store, or None before bootstrap."""
+        runtime = self.runtime
+        local = runtime.local_peer_id
+        if local is None or runtime.identity is None:
+            return None
+        try:
+            enabled = runtime.licence_state().data_plane_enabled
+        except Exception as err:  # noqa: BLE001 - no usable licence: carry nothing, say why
+            log.warning("licence unusable; no services are carried", error=str(err))
+            enabled = False
+        return rendering.load_view(runtime.db.read(), local, enabled=enabled)
+
+    def run_once(self, reason: str) -> RunReport | None:
+        with self._run_lock:
+            view = self.view()
+            if view is None:
+                return None
+            report = RunReport(reason=reason, started_at=time.time(), services=len(view.services))
+            started = time.monotonic()
+            statuses = self._apply_netconf(view, report)
+            priorities = self._apply_qos(view, report)
+            self._record_interfaces(view, statuses, report)
+            self._write_dataplane_config(view, priorities, report)
+            report.seconds = time.monotonic() - started
+            self.last = report
+            if report.actions or report.errors:
+                log.info("reconciled", reason=reason, services=report.services, actions=report.actions,
+                         errors=report.errors, seconds=round(report.seconds, 3))
+            return report
+
+    def _apply_netconf(self, view: rendering.LocalView, report: RunReport) -> list[InterfaceStatus]:
+        desired = rendering.desired_state(view, self.config)
+        try:
+            plan = self.reconciler.apply(desired)
+        except DesiredStateError as err:
+            report.errors.append(f"desired state refused, kernel left as it was: {err}")
+            log.error("desired state cannot be rendered; kernel left as it was", error=str(err))
+            return []
+        except NetconfError as err:  # nft refused: everything else converged, the previous table stays
+            report.errors.append(str(err))
+            plan = self.reconciler.last_plan
+            if plan is None:
+                return []
+        report.actions += plan.actions
+        report.errors += [f"interface of {sid}: {msg}" for sid, msg in sorted(plan.errors.items())]
+        return plan.interface_status
+
+    def _apply_qos(self, view: rendering.LocalView, report: RunReport) -> dict[str, list[int]]:
+        links = rendering.qos_links(view)
+        by_dev: dict[str, dict[str, int]] = {}
+        for link in links:
+            try:
+                dev = self.tc.route_dev(link.peer_address)
+            except QosError as err:
+                report.errors.append(f"shaping of {link.service_id}: {err}")
+                qlog.error("cannot shape service: no route to its other peer", service_id=link.service_id,
+                           error=str(err))
+                continue
+            by_dev.setdefault(dev, {})[link.service_id] = link.rate_mbps
+        try:
+            summary = self.qos.apply(by_dev)
+            report.actions += [f"tc {dev}: {json.dumps(changes, sort_keys=True)}" for dev, changes in summary.items()]
+        except QosError as err:
+            report.errors.append(f"shaping: {err}")
+        self._qos_applied = qos_text([x for x in links if any(x.service_id in s for s in by_dev.values())])
+        return {s.id: self.qos.slot_priorities(s.id) for s in view.services}
+
+    def _record_interfaces(self, view: rendering.LocalView, statuses: list[InterfaceStatus],
+                           report: RunReport) -> None:
+        """Write observed interface facts into this peer's copy of its target services (never replicated)."""
+        observed = {s.service_id: s for s in statuses}
+        self._bind_addresses = {sid: rendering.bind_address(s.ipv4_cidr, s.ipv6_cidr) for sid, s in observed.items()}
+        db: Database = self.runtime.db
+        conn = db.read()
+        rows = conn.execute("SELECT id, interface_name, interface_mac, interface_ipv4_cidr, interface_ipv6_cidr"
+                            " FROM services WHERE target_peer_id = ?", (view.local_peer_id,)).fetchall()
+        updates = []
+        for row in rows:
+            status = observed.get(row["id"])
+            wanted = (None, None, None, None) if status is None or status.state in ("missing", "error") else \
+                (status.name, status.mac, status.ipv4_cidr, status.ipv6_cidr)
+            if tuple(row)[1:] != wanted:
+                updates.append((*wanted, row["id"]))
+        if not updates:
+            return
+        # No tx.touch(): these columns are local observations; touching would re-sign and replicate the record.
+        with db.write() as tx:
+            for values in updates:
+                tx.execute("UPDATE services SET interface_name = ?, interface_mac = ?, interface_ipv4_cidr = ?,"
+                           " interface_ipv6_cidr = ? WHERE id = ?", values)
+        report.actions.append(f"recorded interface observations of {len(updates)} service(s)")
+
+    def _write_dataplane_config(self, view: rendering.LocalView, priorities: dict[str, list[int]],
+                                report: RunReport) -> None:
+        doc = rendering.dataplane_config(view, self.config, priorities=priorities,
+                                         bind_addresses=self._bind_addresses)
+        text = dataplane_text(doc)
+        try:
+            current = self.dataplane_path.read_text()
+        except OSError:
+            current = None
+        changed = current != text
+        if changed:
+            tmp = self.dataplane_path.with_name(f".{self.dataplane_path.name}.tmp")
+            tmp.write_text(text)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.dataplane_path)
+            report.actions.append(f"data-plane config written ({len(doc['services'])} services)")
+            report.dataplane_config_changed = True
+        if self.supervisor is not None and self.config.dataplane.enabled:
+            self.supervisor.config_written(changed)
+
+    # --- what /v1/plan and readiness read -------------------------------------------------------------------------
+
+    def preview(self, view: rendering.LocalView) -> Preview:
+        priorities = {s.id: self.qos.slot_priorities(s.id) for s in view.services}
+        try:
+            before = json.loads(self.dataplane_path.read_text())
+        except (OSError, ValueError):
+            before = None
+        return preview(self.reconciler, view, self.config, priorities=priorities,
+                       bind_addresses=dict(self._bind_addresses), qos_before=self._qos_applied,
+                       dataplane_before=before)
+
+    def readiness(self) -> dict[str, str]:
+        last = self.last
+        if last is None:
+            return {"reconcile": "waiting for the first run"}
+        if last.errors:
+            return {"reconcile": f"error: {'; '.join(last.errors)[:300]}"}
+        return {"reconcile": "ok"}

@@ -1,0 +1,528 @@
+"""Services carry real TCP connections: two real agents, their reconcilers, data planes and kernel state.
+
+Topology ``harness.transit``: client ``cl`` 10.0.0.2 (and 10.1.0.50) -> agent-a 198.18.0.1 -> agent-b 198.18.0.2 ->
+servers s1 192.168.100.2 and s2 192.168.200.2. Agent-a has no route to the server LANs, so a connection reaches a
+server only when Arctic carries it. Both agents are bootstrapped with one licence issuer and joined; every change
+goes through the REST API from the ``ctl`` host, exactly as an operator would make it.
+
+Each server answers "whoami": the peer address it saw, a SHA-256 of what it received, and the bytes echoed back.
+One lab and one cluster serve the whole module; after each test every service is deleted and both peers are
+checked to be back to a clean kernel, so tests stay independent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from agentkit import Issuer
+from arctic.daemon.dataplane_supervisor import process_start_time
+from harness import AgentProcess, Host, Lab, http, lab_agent, transit
+
+pytestmark = pytest.mark.lab
+
+PORT = 9000
+CLIENT, CLIENT_B = "10.0.0.2", "10.1.0.50"
+S1, S2 = "192.168.100.2", "192.168.200.2"
+AGENT_B_NET100 = "192.168.100.1"
+SERVICE_IP = "192.168.100.10"
+
+
+# --- the servers --------------------------------------------------------------------------------------------
+
+class WhoamiServer:
+    """Reads to EOF, then answers one JSON line (who connected, what arrived) followed by the bytes echoed back."""
+
+    def __init__(self, host: Host, ip: str, name: str) -> None:
+        self.name = name
+        self.sock: socket.socket = host.call(self._listen, ip)
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    @staticmethod
+    def _listen(ip: str) -> socket.socket:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((ip, PORT))
+        sock.listen(1024)
+        return sock
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                conn, peer = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn, peer), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, peer: tuple) -> None:
+        with conn:
+            conn.settimeout(60)
+            data = bytearray()
+            try:
+                while chunk := conn.recv(1 << 16):
+                    data += chunk
+                line = json.dumps({"server": self.name, "peer": peer[0], "received": len(data),
+                                   "sha256": hashlib.sha256(data).hexdigest()})
+                conn.sendall(line.encode() + b"\n" + data)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+def talk(sock: socket.socket, dst: str, payload: bytes, *, src: str | None = None, timeout: float = 5.0,
+         pace: Callable[[int], None] | None = None) -> dict:
+    """Connect, send ``payload`` (optionally paced chunk by chunk), half-close, read the answer; check the echo."""
+    with sock:
+        sock.settimeout(timeout)
+        if src:
+            sock.bind((src, 0))
+        sock.connect((dst, PORT))
+        for offset in range(0, len(payload), 1 << 15):
+            sock.sendall(payload[offset:offset + (1 << 15)])
+            if pace is not None:
+                pace(offset)
+        sock.shutdown(socket.SHUT_WR)
+        data = bytearray()
+        while chunk := sock.recv(1 << 16):
+            data += chunk
+    line, _, echo = bytes(data).partition(b"\n")
+    answer = json.loads(line)
+    answer["intact"] = (answer["sha256"] == hashlib.sha256(payload).hexdigest() and echo == payload)
+    return answer
+
+
+# --- the cluster --------------------------------------------------------------------------------------------
+
+def _root_snapshot() -> tuple[str, ...]:
+    def out(*argv: str) -> str:
+        return subprocess.run(list(argv), capture_output=True, text=True, timeout=30).stdout
+    return out("nft", "list", "tables"), out("ip", "rule"), out("ip", "route", "show", "table", "61080")
+
+
+@dataclass
+class Cluster:
+    lab: Lab
+    t: Any  # harness.Transit
+    agents: dict[str, AgentProcess]
+    hosts: dict[str, Host]
+    creds: dict[str, dict]
+    servers: list[WhoamiServer] = field(default_factory=list)
+    _tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
+
+    # -- API, from the ctl host --------------------------------------------------------------------------------------
+    def peer_id(self, name: str) -> str:
+        return self.creds[name]["peer_id"]
+
+    def token(self, name: str) -> str:
+        cached = self._tokens.get(name)
+        if cached and cached[1] > time.monotonic():
+            return cached[0]
+        resp = http(self.t.ctl, "POST", f"{self.agents[name].url}/v1/oauth/token", data={
+            "grant_type": "client_credentials", "client_id": self.creds[name]["client_id"],
+            "client_secret": self.creds[name]["client_secret"]})
+        assert resp.status_code == 200, resp.text
+        self._tokens[name] = (resp.json()["access_token"], time.monotonic() + 600)
+        return self._tokens[name][0]
+
+    def api(self, method: str, path: str, *, on: str = "a", expect: int | None = 200, **kw: Any) -> Any:
+        resp = http(self.t.ctl, method, f"{self.agents[on].url}{path}",
+                    headers={"Authorization": f"Bearer {self.token(on)}"}, **kw)
+        if expect is not None:
+            assert resp.status_code == expect, f"{method} {path} on agent-{on}: {resp.status_code} {resp.text}"
+        return resp.json() if resp.content else None
+
+    def create_service(self, *, on: str = "a", **body: Any) -> str:
+        body.setdefault("target_peer_id", self.peer_id("b"))
+        return self.api("POST", "/v1/services", on=on, json=body, expect=201)["id"]
+
+    def add_routes(self, sid: str, *routes: dict, on: str = "a") -> list[int]:
+        return self.api("POST", f"/v1/services/{sid}/routes", on=on, json={"routes": list(routes)},
+                        expect=201)["route_ids"]
+
+    # -- what the hosts see ------------------------------------------------------------------------------------------
+    def connect(self, dst: str, *, src: str | None = None, payload: bytes = b"hello", timeout: float = 5.0) -> dict:
+        sock = self.t.cl.call(socket.socket)
+        return talk(sock, dst, payload, src=src, timeout=timeout)
+
+    def reaches(self, dst: str, *, src: str | None = None) -> bool:
+        try:
+            return self.connect(dst, src=src, timeout=3)["intact"]
+        except (OSError, ValueError):
+            return False
+
+    def sh(self, name: str, *argv: str, check: bool = True) -> str:
+        return self.hosts[name].run(*argv, check=check).stdout
+
+    def data_dir(self, name: str):
+        return self.agents[name].dir / "data"
+
+    def dataplane_config(self, name: str) -> dict:
+        return json.loads((self.data_dir(name) / "dataplane.json").read_text())
+
+    def stats(self, name: str) -> dict:
+        try:
+            return json.loads((self.data_dir(name) / "dataplane.stats.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def dataplane_pid(self, name: str) -> int | None:
+        try:
+            return json.loads((self.data_dir(name) / "dataplane.pid").read_text())["pid"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def clean(self, name: str) -> list[str]:
+        """What Arctic state is left on a peer (empty = none)."""
+        left = []
+        if "arctic" in self.sh(name, "nft", "list", "ruleset"):
+            left.append("nft table inet arctic")
+        if "61080" in self.sh(name, "ip", "rule") + self.sh(name, "ip", "-6", "rule"):
+            left.append("ip rule -> table 61080")
+        if self.sh(name, "ip", "route", "show", "table", "61080", check=False).strip():  # error = no table
+            left.append("routes in table 61080")
+        if "alias arctic" in self.sh(name, "ip", "-d", "link"):
+            left.append("service MACVLAN")
+        if " 61: " in self.sh(name, "tc", "qdisc", "show"):
+            left.append("tc root 61:")
+        if self.dataplane_config(name)["services"]:
+            left.append("services in dataplane.json")
+        return left
+
+
+def wait_until(check: Callable[[], Any], *, timeout: float = 15.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def stop_dataplane(cluster: Cluster, name: str) -> None:
+    """Data planes outlive their agents by design: end ours by pid (checked against its start time)."""
+    try:
+        record = json.loads((cluster.data_dir(name) / "dataplane.pid").read_text())
+    except (OSError, ValueError):
+        return
+    pid, started = record["pid"], record["start_time"]
+    for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGKILL):
+        if process_start_time(pid) != started:
+            return
+        os.kill(pid, sig)
+        deadline = time.monotonic() + 5
+        while process_start_time(pid) == started and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    root_before = _root_snapshot()
+    issuer = Issuer.generate()
+    with Lab(prefix="arsvc") as lab:
+        t = transit(lab)
+        t.client_addr(CLIENT_B, 16)
+        hosts = {"a": t.agent_a, "b": t.agent_b}
+        agents = {name: lab_agent(host, f"agent-{name}", advertise=ip, issuer_public_keys=[issuer.public_b64],
+                                  extra_config={"sync_interval": 1.0, "reconcile_interval": 5,
+                                                "dataplane": {"drain_seconds": 2}})
+                  for name, host, ip in (("a", t.agent_a, t.agent_a_ip), ("b", t.agent_b, t.agent_b_ip))}
+        c = Cluster(lab, t, agents, hosts, {})
+        try:
+            for agent in agents.values():
+                agent.wait_ready(30)
+            for name, agent in agents.items():
+                resp = http(t.ctl, "POST", f"{agent.url}/v1/bootstrap",
+                            json={"license": issuer.licence(), "name": f"agent-{name}"})
+                assert resp.status_code == 201, resp.text
+                c.creds[name] = resp.json()
+            c.api("POST", "/v1/peers", json={"address": f"{t.agent_b_ip}:8080"}, expect=201)
+            wait_until(lambda: len(c.api("GET", "/v1/peers", on="b")) == 2, what="agent-b to know agent-a")
+            c.servers = [WhoamiServer(t.s1, S1, "s1"), WhoamiServer(t.s2, S2, "s2")]
+            yield c
+        finally:
+            for server in c.servers:
+                server.close()
+            for name, agent in agents.items():
+                agent.stop()
+                stop_dataplane(c, name)
+    assert _root_snapshot() == root_before, "the root namespace changed during the service traffic tests"
+
+
+@pytest.fixture(autouse=True)
+def clean_cluster(cluster: Cluster) -> Iterator[Cluster]:
+    """Every test starts and ends with no services, and both peers' kernels free of Arctic state."""
+    yield cluster
+    for svc in cluster.api("GET", "/v1/services"):
+        cluster.api("DELETE", f"/v1/services/{svc['id']}")
+    for name in ("a", "b"):
+        wait_until(lambda name=name: not cluster.clean(name), what=f"agent-{name} to be clean")
+
+
+def comments(listing: str) -> list[str]:
+    return [ln.split('comment "')[1].rstrip('"') for ln in listing.splitlines() if "tproxy" in ln]
+
+
+# --- routes decide what is carried --------------------------------------------------------------------------
+
+def test_a_service_carries_connections_only_once_a_destination_route_exists(cluster):
+    sid = cluster.create_service()
+    time.sleep(1.5)  # replicated and reconciled by now: still nothing must be carried
+    assert not cluster.reaches(S1), "a service without routes must not carry traffic"
+
+    cluster.add_routes(sid, {"dest_cidr": "192.168.100.0/24", "priority": 100})
+    answer = wait_until(lambda: cluster.reaches(S1) and cluster.connect(S1), what="s1 through the service")
+    assert answer["intact"] and answer["server"] == "s1"
+    assert answer["peer"] == AGENT_B_NET100  # re-originated by agent-b from its own address
+    assert not cluster.reaches(S2)  # 192.168.200.0/24 has no route
+
+    listing = cluster.sh("a", "nft", "list", "ruleset")
+    assert "ip daddr 192.168.100.0/24 tproxy ip to :61080" in listing
+    assert comments(listing) == [f"arctic {sid} route 1"]
+    assert "fwmark 0x1a0000/0xff0000 lookup 61080" in cluster.sh("a", "ip", "rule")
+    assert [s["id"] for s in cluster.dataplane_config("b")["services"]] == [sid]  # the target admits it
+    shown = cluster.api("GET", "/v1/plan")
+    assert shown["in_sync"] and shown["diff"] == "" and f"arctic {sid} route 1" in shown["nftables"]
+
+
+def test_source_only_and_source_plus_destination_routes(cluster):
+    sid = cluster.create_service()
+    cluster.add_routes(sid, {"source_cidr": "10.1.0.0/16", "priority": 100},
+                       {"source_cidr": "10.0.0.0/16", "dest_cidr": "192.168.100.0/24", "priority": 100})
+    wait_until(lambda: cluster.reaches(S2, src=CLIENT_B), what="source-only route to carry 10.1.0.50 -> s2")
+    assert cluster.connect(S1, src=CLIENT_B)["peer"] == AGENT_B_NET100  # any destination for that source
+    assert cluster.reaches(S1, src=CLIENT)  # both-CIDR route
+    assert not cluster.reaches(S2, src=CLIENT)  # 10.0.0.2 -> 192.168.200.0/24: no route covers it
+    listing = cluster.sh("a", "nft", "list", "ruleset")
+    assert "ip saddr 10.1.0.0/16 tproxy" in listing
+    assert "ip saddr 10.0.0.0/16 ip daddr 192.168.100.0/24 tproxy" in listing
+
+
+def test_the_seed_precedence_table_decides_which_service_carries_a_connection(cluster):
+    general, specific = cluster.create_service(name="general"), cluster.create_service(name="specific")
+    cluster.add_routes(general, {"source_cidr": "10.0.0.0/8", "dest_cidr": "192.168.0.0/16", "priority": 100})
+    cluster.add_routes(specific, {"source_cidr": "10.0.0.0/8", "dest_cidr": "192.168.100.0/24", "priority": 100})
+    cluster.add_routes(general, {"source_cidr": "10.1.0.0/16", "dest_cidr": "192.168.100.0/24", "priority": 200})
+    wait_until(lambda: len(comments(cluster.sh("a", "nft", "list", "ruleset"))) == 3, what="three rules")
+    # the seed's order: 10.1/16 -> /24 (prio 200), then 10/8 -> /24, then 10/8 -> 192.168/16
+    assert comments(cluster.sh("a", "nft", "list", "ruleset")) == [
+        f"arctic {general} route 2", f"arctic {specific} route 1", f"arctic {general} route 1"]
+    wait_until(lambda: cluster.reaches(S1), what="traffic to flow")
+
+    def carried() -> dict[str, int]:
+        """Connections per service on agent-a, from a stats file written after everything so far ended."""
+        since = time.time()
+        stats = wait_until(lambda: (st := cluster.stats("a")).get("updated_at", 0) > since + 0.1
+                           and st["active_connections"] == 0 and st, what="fresh data-plane stats")
+        return {sid: stats.get("services", {}).get(sid, {}).get("source", 0) for sid in (general, specific)}
+
+    def expect_carrier(connect: Callable[[], dict], carrier: str) -> None:
+        before = carried()
+        assert connect()["intact"]
+        after = carried()
+        other = general if carrier == specific else specific
+        assert {sid: after[sid] - before[sid] for sid in after} == {carrier: 1, other: 0}
+
+    expect_carrier(lambda: cluster.connect(S1, src=CLIENT), specific)  # /24 destination beats /16
+    expect_carrier(lambda: cluster.connect(S1, src=CLIENT_B), general)  # longer source at equal destination
+    expect_carrier(lambda: cluster.connect(S2, src=CLIENT), general)  # only the /16 destination covers s2
+
+
+def test_route_update_and_delete_apply_live(cluster):
+    sid = cluster.create_service()
+    (rid,) = cluster.add_routes(sid, {"dest_cidr": "192.168.100.0/24", "priority": 100})
+    wait_until(lambda: cluster.reaches(S1), what="s1 through the service")
+
+    dry = cluster.api("POST", "/v1/plan", json={"changes": [
+        {"op": "route.update", "service_id": sid, "route_id": rid, "body": {"dest_cidr": "192.168.200.0/24"}}]})
+    diff = dry["kernel_diff"][cluster.peer_id("a")]
+    assert dry["valid"] and "+\t\tmeta l4proto tcp ip daddr 192.168.200.0/24" in diff
+    assert "-\t\tmeta l4proto tcp ip daddr 192.168.100.0/24" in diff
+    assert "192.168.200.0/24" not in cluster.sh("a", "nft", "list", "ruleset")  # a dry run changes nothing
+
+    cluster.api("PUT", f"/v1/services/{sid}/routes/{rid}", json={"dest_cidr": "192.168.200.0/24"})
+    wait_until(lambda: cluster.reaches(S2), what="the updated route to carry s2")
+    assert not cluster.reaches(S1)
+
+    cluster.api("DELETE", f"/v1/services/{sid}/routes/{rid}")
+    wait_until(lambda: not cluster.reaches(S2), what="the deleted route to stop carrying")
+    assert comments(cluster.sh("a", "nft", "list", "ruleset")) == []
+    assert cluster.dataplane_config("b")["services"][0]["routes"] == []
+
+
+# --- service interface, Transparent Mode, explicit source ---------------------------------------------------
+
+def test_requires_interface_re_originates_from_the_desired_address(cluster):
+    sid = cluster.create_service(requires_interface=True, desired_ipv4_cidr=f"{SERVICE_IP}/24")
+    cluster.add_routes(sid, {"dest_cidr": "192.168.100.0/24", "priority": 100})
+    answer = wait_until(lambda: cluster.reaches(S1) and cluster.connect(S1), what="s1 through the interface")
+    assert answer["peer"] == SERVICE_IP
+
+    shown = wait_until(lambda: (s := cluster.api("GET", f"/v1/services/{sid}", on="b"))["interface_name"] and s,
+                       what="agent-b to record its interface")
+    link = cluster.sh("b", "ip", "-d", "link", "show", "dev", shown["interface_name"])
+    assert "macvlan mode bridge" in link and f"alias arctic {sid}" in link
+    assert shown["interface_mac"] in link and shown["interface_ipv4_cidr"] == f"{SERVICE_IP}/24"
+    assert f"inet {SERVICE_IP}/24" in cluster.sh("b", "ip", "addr", "show", "dev", shown["interface_name"])
+    assert cluster.dataplane_config("b")["services"][0]["bind_address"] == SERVICE_IP
+
+
+def test_fully_transparent_service_shows_the_client_address_to_the_server(cluster):
+    sid = cluster.create_service(requires_interface=True, fully_transparent=True,
+                                 desired_ipv4_cidr=f"{SERVICE_IP}/24")
+    cluster.add_routes(sid, {"source_cidr": "10.0.0.0/8", "dest_cidr": "192.168.100.0/24", "priority": 100})
+    cluster.t.s1.route("10.0.0.0/8", via=AGENT_B_NET100)  # the server routes client prefixes back via agent-b
+    try:
+        answer = wait_until(lambda: cluster.reaches(S1) and cluster.connect(S1, payload=os.urandom(300_000)),
+                            what="transparent connection")
+        assert answer["intact"] and answer["peer"] == CLIENT
+        listing = cluster.sh("b", "nft", "list", "ruleset")  # the target delivers replies to its spoofing socket
+        assert "socket transparent 1" in listing
+        assert "fwmark 0x1a0000/0xff0000 lookup 61080" in cluster.sh("b", "ip", "rule")
+    finally:
+        cluster.t.s1.unroute("10.0.0.0/8")
+
+
+def test_a_service_created_through_its_target_with_an_explicit_source_peer(cluster):
+    sid = cluster.create_service(on="b", source_peer_id=cluster.peer_id("a"), target_peer_id=cluster.peer_id("b"))
+    assert cluster.api("GET", f"/v1/services/{sid}", on="b")["source_peer_id"] == cluster.peer_id("a")
+    cluster.add_routes(sid, {"dest_cidr": "192.168.200.0/24", "priority": 100}, on="b")  # forwarded to agent-a
+    answer = wait_until(lambda: cluster.reaches(S2) and cluster.connect(S2), what="s2 through the service")
+    assert answer["server"] == "s2" and answer["peer"] == "192.168.200.1"
+    assert f"arctic {sid} route 1" in cluster.sh("a", "nft", "list", "ruleset")
+
+
+# --- deleting leaves nothing --------------------------------------------------------------------------------
+
+def test_deleting_a_service_removes_its_routes_interface_rules_shaping_and_config(cluster):
+    sid = cluster.create_service(requires_interface=True, desired_ipv4_cidr=f"{SERVICE_IP}/24",
+                                 bandwidth_limit_mbps=200)
+    cluster.add_routes(sid, {"dest_cidr": "192.168.100.0/24", "priority": 100},
+                       {"source_cidr": "10.1.0.0/16", "priority": 50})
+    wait_until(lambda: cluster.reaches(S1), what="s1 through the service")
+    assert " 61: " in cluster.sh("a", "tc", "qdisc", "show") and " 61: " in cluster.sh("b", "tc", "qdisc", "show")
+    slots = cluster.dataplane_config("a")["services"][0]["so_priorities"]
+    assert len(slots) == 16 and all(p >> 16 == 0x61 for p in slots)  # HTB leaves 61:xx select the service
+
+    cluster.api("DELETE", f"/v1/services/{sid}")
+    for name in ("a", "b"):
+        wait_until(lambda name=name: not cluster.clean(name), what=f"agent-{name} to remove every trace")
+        assert cluster.api("GET", "/v1/services", on=name) == []
+    assert not cluster.reaches(S1) and not cluster.reaches(S2, src=CLIENT_B)
+
+
+# --- robustness ---------------------------------------------------------------------------------------------
+
+def stream_until(sock: socket.socket, stop: threading.Event, *, extra_chunks: int = 10,
+                 max_chunks: int = 600) -> dict:
+    """Send 32 KiB chunks every 50 ms until ``stop`` is set (plus ``extra_chunks``), then check the echo."""
+    digest, sent, after = hashlib.sha256(), bytearray(), 0
+    with sock:
+        sock.settimeout(30)
+        sock.connect((S1, PORT))
+        for _ in range(max_chunks):  # bounded: at most 30 s of sending
+            chunk = os.urandom(1 << 15)
+            sock.sendall(chunk)
+            digest.update(chunk)
+            sent += chunk
+            if stop.is_set():
+                after += 1
+                if after >= extra_chunks:
+                    break
+            time.sleep(0.05)
+        sock.shutdown(socket.SHUT_WR)
+        data = bytearray()
+        while chunk := sock.recv(1 << 16):
+            data += chunk
+    line, _, echo = bytes(data).partition(b"\n")
+    answer = json.loads(line)
+    answer["intact"] = answer["sha256"] == digest.hexdigest() and echo == sent
+    answer["sent_after_restart"] = after
+    return answer
+
+
+def test_restarting_the_control_plane_does_not_interrupt_a_transfer(cluster):
+    sid = cluster.create_service()
+    cluster.add_routes(sid, {"dest_cidr": "192.168.100.0/24", "priority": 100})
+    wait_until(lambda: cluster.reaches(S1), what="s1 through the service")
+    pid = cluster.dataplane_pid("a")
+    table = cluster.sh("a", "nft", "-a", "list", "table", "inet", "arctic")
+    restarted = threading.Event()
+    result: dict = {}
+
+    def transfer() -> None:
+        try:
+            result.update(stream_until(cluster.t.cl.call(socket.socket), restarted))
+        except Exception as err:  # noqa: BLE001 - reported by the assertion below
+            result["error"] = repr(err)
+
+    thread = threading.Thread(target=transfer)
+    thread.start()
+    try:
+        wait_until(lambda: cluster.stats("a").get("active_connections", 0) >= 1, what="the transfer to be relayed")
+        cluster.agents["a"].restart()
+        wait_until(lambda: http(cluster.t.ctl, "GET", f"{cluster.agents['a'].url}/readyz").json()["checks"]
+                   .get("dataplane") == "ok", what="agent-a ready again")
+    finally:
+        restarted.set()
+        thread.join(60)
+    assert "error" not in result, result
+    assert result["intact"] and result["sent_after_restart"] >= 10, result
+    assert cluster.dataplane_pid("a") == pid, "the data plane must be adopted, not replaced"
+    assert "adopted the running data plane" in cluster.agents["a"].log_text()
+    assert cluster.sh("a", "nft", "-a", "list", "table", "inet", "arctic") == table  # not even re-applied
+
+
+def test_two_hundred_concurrent_connections_arrive_intact(cluster):
+    sid = cluster.create_service()
+    cluster.add_routes(sid, {"dest_cidr": "192.168.100.0/24", "priority": 100})
+    wait_until(lambda: cluster.reaches(S1), what="s1 through the service")
+    count, size = 200, 48 * 1024
+    socks = cluster.t.cl.call(lambda: [socket.socket() for _ in range(count)])
+    payloads = [os.urandom(size) for _ in range(count)]
+    connected, go = threading.Barrier(count + 1, timeout=60), threading.Event()
+
+    def one(i: int) -> bool:
+        with socks[i] as sock:
+            sock.settimeout(60)
+            sock.connect((S1, PORT))
+            connected.wait()
+            go.wait(60)
+            sock.sendall(payloads[i])
+            sock.shutdown(socket.SHUT_WR)
+            data = bytearray()
+            while chunk := sock.recv(1 << 16):
+                data += chunk
+        line, _, echo = bytes(data).partition(b"\n")
+        return json.loads(line)["sha256"] == hashlib.sha256(payloads[i]).hexdigest() and echo == payloads[i]
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        futures = [pool.submit(one, i) for i in range(count)]
+        try:
+            connected.wait()  # every connection is open before any data moves
+            peak = wait_until(lambda: (n := cluster.stats("a").get("active_connections", 0)) >= count and n,
+                              what=f"{count} concurrent relays on agent-a")
+        finally:
+            go.set()
+        results = [f.result(timeout=120) for f in futures]
+    assert peak >= count
+    assert sum(results) == count, f"{count - sum(results)} connections arrived damaged"
+    wait_until(lambda: cluster.stats("b").get("services", {}).get(sid, {}).get("target", 0) >= count,
+               what="agent-b to count every connection for the service")
