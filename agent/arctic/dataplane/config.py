@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import ipaddress
 import json
 from collections.abc import Mapping
@@ -71,9 +72,13 @@ class ServiceConfig:
             return self.so_priorities
         return (self.so_priority,) if self.so_priority else ()
 
+    @functools.cached_property
+    def route_index(self) -> precedence.RouteIndex:
+        return precedence.RouteIndex(precedence.ordered(self.routes))
+
     def admits(self, src_ip: str, dst_ip: str) -> bool:
         """Does any route of this service cover a connection src -> dst? (a target is never an open proxy)"""
-        return any(precedence.matches(r, src_ip, dst_ip) for r in self.routes)
+        return self.route_index.first_match(src_ip, dst_ip) is not None
 
 
 @dataclass(frozen=True)
@@ -99,9 +104,13 @@ class DataplaneConfig:
                 return peer
         return None
 
+    @functools.cached_property
+    def source_index(self) -> precedence.RouteIndex:
+        return precedence.RouteIndex(self.source_routes)
+
     def route_for(self, src_ip: str, dst_ip: str) -> tuple[RouteConfig, ServiceConfig] | None:
         """The winning route (across every service this peer is the source of) for a new connection."""
-        route = precedence.first_match(self.source_routes, src_ip, dst_ip)
+        route = self.source_index.first_match(src_ip, dst_ip)
         return None if route is None else (route, self.services_by_id[route.service_id])
 
 

@@ -64,3 +64,45 @@ def first_match(ordered_routes: Sequence[RouteLike], src: str, dst: str):
         if matches(route, src, dst):
             return route
     return None
+
+
+class RouteIndex:
+    """``first_match`` in O(prefix-length groups) instead of O(routes), with the same answer.
+
+    In precedence order, routes with the same (class, destination length, source length) are
+    consecutive, and within such a group a connection can only match routes whose networks equal
+    its addresses masked to those lengths, so each group is one dict lookup. Built once per
+    config; the data plane asks it for every new connection (10,000 routes must not slow that).
+    """
+
+    def __init__(self, ordered_routes: Sequence[RouteLike]):
+        self._groups: list[tuple[tuple, dict]] = []
+        for route in ordered_routes:
+            src = ipaddress.ip_network(route.source_cidr) if route.source_cidr else None
+            dst = ipaddress.ip_network(route.dest_cidr) if route.dest_cidr else None
+            shape = (specificity_class(route.source_cidr, route.dest_cidr),
+                     dst.prefixlen if dst else None, src.prefixlen if src else None)
+            if not self._groups or self._groups[-1][0] != shape:
+                self._groups.append((shape, {}))
+            key = (src.version if src else None, int(src.network_address) if src else None,
+                   dst.version if dst else None, int(dst.network_address) if dst else None)
+            self._groups[-1][1].setdefault(key, route)
+
+    @staticmethod
+    def _masked(addr, plen: int | None):
+        if plen is None:
+            return None, None
+        bits = addr.max_prefixlen
+        if plen > bits:
+            return addr.version, -1  # a /64 can never hold an IPv4 address
+        shift = bits - plen
+        return addr.version, (int(addr) >> shift) << shift if plen else 0
+
+    def first_match(self, src: str, dst: str):
+        s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+        for (_, dlen, slen), table in self._groups:
+            key = (*self._masked(s, slen), *self._masked(d, dlen))
+            route = table.get(key)
+            if route is not None:
+                return route
+        return None
