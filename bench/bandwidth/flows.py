@@ -212,3 +212,20 @@ def class_bytes(host: Any, interface: str, classid: str) -> int:
     out = host.run("tc", "-s", "class", "show", "dev", interface, "classid", classid).stdout
     match = _SENT.search(out)
     return int(match.group(1)) if match else 0
+
+
+def stamped_class_bytes(host: Any, interface: str, classid: str) -> tuple[float, int]:
+    """``class_bytes`` with the time it was read: the midpoint of the ``tc`` call, which itself takes tens of ms
+    inside a namespace on a busy box (stamping before the call skews short windows by several per cent)."""
+    before = time.monotonic()
+    sent = class_bytes(host, interface, classid)
+    return (before + time.monotonic()) / 2, sent
+
+
+def measure_window(flows: list, host: Any, interface: str, classid: str, seconds: float) -> tuple[list[float], float]:
+    """Goodput of each flow and the wire rate of one HTB class over the same window (Mbit/s)."""
+    c0, w0 = [f.counter.sample() for f in flows], stamped_class_bytes(host, interface, classid)
+    time.sleep(seconds)
+    c1, w1 = [f.counter.sample() for f in flows], stamped_class_bytes(host, interface, classid)
+    per_flow = [(b1 - b0) * 8 / (t1 - t0) / 1e6 for (t0, b0), (t1, b1) in zip(c0, c1, strict=True)]
+    return per_flow, (w1[1] - w0[1]) * 8 / (w1[0] - w0[0]) / 1e6

@@ -12,13 +12,10 @@ Two kinds of plan:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import jinja2
-
+from . import templating
 from .qos_model import (
     ROOT_HANDLE,
     QosError,
@@ -233,31 +230,11 @@ def _comment(s: QosService) -> str:
 
 # --- text --------------------------------------------------------------------------------------------------------
 
-def templates_dir() -> Path:
-    """``$ARCTIC_TEMPLATES_DIR``, else the repository's top-level ``templates/`` (the agent renders only from it)."""
-    env = os.environ.get("ARCTIC_TEMPLATES_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / "templates"
-
-
-_env: jinja2.Environment | None = None
-
-
-def _environment() -> jinja2.Environment:
-    global _env
-    if _env is None:
-        _env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())),
-                                  undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                                  keep_trailing_newline=True, autoescape=False)
-    return _env
-
-
 def render_plan(plan: TcPlan) -> str:
     """``tc -batch`` text for a plan ("" when there is nothing to do)."""
     if plan.empty:
         return ""
-    return _environment().get_template(TEMPLATE).render(plan=plan, dev=plan.interface, root=ROOT_HANDLE)
+    return templating.render(TEMPLATE, plan=plan, dev=plan.interface, root=ROOT_HANDLE)
 
 
 def render_qos(interface: str, services: Sequence[QosService], *, leaf: LeafQdisc = BFIFO) -> str:
