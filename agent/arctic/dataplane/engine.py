@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import itertools
 import socket
 import ssl
@@ -49,6 +50,7 @@ from .relay import ABORT_GRACE, Relay
 from .replay import ReplayCache
 from .slots import SlotPicker
 from .stats import Stats, write_json_atomic
+from .workers import WorkerPool
 
 STATUS_GRACE = 2.0  # extra seconds the source waits for the verdict beyond the target's own connect timeout
 
@@ -133,8 +135,8 @@ class Listener:
     """A listening socket and the thread that accepts from it; ``spec`` is what it was opened for."""
 
     def __init__(self, name: str, spec: tuple, sock: socket.socket,
-                 handler: Callable[[socket.socket], None]) -> None:
-        self.name, self.spec, self.sock, self.handler = name, spec, sock, handler
+                 handler: Callable[[socket.socket], None], pool: WorkerPool) -> None:
+        self.name, self.spec, self.sock, self.handler, self.pool = name, spec, sock, handler, pool
         self.address = sock.getsockname()
         self._closing = False
         self._thread = threading.Thread(target=self._accept_loop, name=f"accept-{name}", daemon=True)
@@ -159,7 +161,7 @@ class Listener:
                 time.sleep(0.05)  # e.g. EMFILE: back off instead of spinning
                 continue
             try:
-                threading.Thread(target=self.handler, args=(conn,), daemon=True).start()
+                self.pool.submit(functools.partial(self.handler, conn))
             except RuntimeError:
                 netsock.reset_close(conn)
 
@@ -174,6 +176,7 @@ class Dataplane:
         self.watchdog = SetupWatchdog()
         self.listeners: dict[str, Listener] = {}
         self.relays: set[Relay] = set()
+        self.workers = WorkerPool("conn")
         self.slots = SlotPicker()
         self.draining = False
         self.hurry = False  # a second SIGTERM: stop draining now
@@ -275,7 +278,7 @@ class Dataplane:
                         continue
                     raise OSError(err.errno, f"cannot listen for {name} on port {spec[2]}: {err.strerror}") from None
                 handler = self._handle_intercepted if spec[0] == "tproxy" else self._handle_tunnel
-                opened[name] = Listener(name, spec, sock, handler)
+                opened[name] = Listener(name, spec, sock, handler, self.workers)
         except BaseException:
             for listener in opened.values():
                 listener.sock.close()
@@ -499,7 +502,7 @@ class Dataplane:
     def _run_relay(self, relay: Relay) -> None:
         with self._relays_lock:
             self.relays.add(relay)
-        relay.run()
+        relay.run(spawn=self.workers.submit)
 
     # --- running, stats and shutdown ----------------------------------------------------------------------------
 

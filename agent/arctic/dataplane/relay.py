@@ -61,15 +61,18 @@ class Relay:
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
 
-    def run(self) -> None:
-        """Start the tunnel -> local direction in a new thread and run local -> tunnel in this one."""
+    def run(self, spawn: Callable[[Callable[[], None]], None] | None = None) -> None:
+        """Start the tunnel -> local direction on another thread (``spawn``, e.g. a ``WorkerPool.submit``; default a
+        new thread) and run local -> tunnel in this one."""
         if isinstance(self.channel, TlsChannel):
             up, down = self._tls_up, self._tls_down
         else:
             up, down = self._splice_up, self._splice_down
-        thread = threading.Thread(target=self._direction, args=(down,), name=f"{self.name}-down", daemon=True)
         try:
-            thread.start()
+            if spawn is not None:
+                spawn(lambda: self._direction(down))
+            else:
+                threading.Thread(target=self._direction, args=(down,), name=f"{self.name}-down", daemon=True).start()
         except RuntimeError:  # cannot start a thread: give up on this connection cleanly
             self.abort("no thread available")
             self._direction_stopped()
