@@ -240,9 +240,10 @@ def cluster() -> Iterator[Cluster]:
         t = transit(lab)
         t.client_addr(CLIENT_B, 16)
         hosts = {"a": t.agent_a, "b": t.agent_b}
+        base = {"sync_interval": 1.0, "reconcile_interval": 5, "dataplane": {"drain_seconds": 2}}
+        lan = {"a": {}, "b": {"lan_interface": "eth-net100"}}  # agent-b's service interfaces sit on s1's LAN
         agents = {name: lab_agent(host, f"agent-{name}", advertise=ip, issuer_public_keys=[issuer.public_b64],
-                                  extra_config={"sync_interval": 1.0, "reconcile_interval": 5,
-                                                "dataplane": {"drain_seconds": 2}})
+                                  extra_config={**base, **lan[name]})
                   for name, host, ip in (("a", t.agent_a, t.agent_a_ip), ("b", t.agent_b, t.agent_b_ip))}
         c = Cluster(lab, t, agents, hosts, {})
         try:
@@ -384,6 +385,32 @@ def test_requires_interface_re_originates_from_the_desired_address(cluster):
     assert cluster.dataplane_config("b")["services"][0]["bind_address"] == SERVICE_IP
 
 
+def test_requires_interface_without_a_desired_address_takes_one_by_dhcp_and_connections_leave_from_it(cluster):
+    leases = cluster.lab.run_dir / "dnsmasq-service.leases"
+    with (cluster.lab.run_dir / "dnsmasq-service.log").open("wb") as log:  # the LAN's DHCP server, on s1
+        dnsmasq = cluster.t.s1.popen(
+            "dnsmasq", "--no-daemon", "--port=0", "--interface=eth-net100", "--bind-interfaces",
+            "--dhcp-range=192.168.100.50,192.168.100.60,255.255.255.0,2m", f"--dhcp-leasefile={leases}",
+            "--pid-file", "--user=root", "--group=root", "--dhcp-authoritative", stdout=log, stderr=subprocess.STDOUT)
+    try:
+        sid = cluster.create_service(requires_interface=True)
+        cluster.add_routes(sid, {"dest_cidr": "192.168.100.0/24", "priority": 100})
+        shown = wait_until(lambda: (s := cluster.api("GET", f"/v1/services/{sid}", on="b"))["interface_ipv4_cidr"]
+                           and s, timeout=40, what="agent-b's service interface to get a DHCP lease")
+        address = shown["interface_ipv4_cidr"].split("/")[0]
+        assert 50 <= int(address.rsplit(".", 1)[1]) <= 60, f"{address} is not from the DHCP server's range"
+        # the data plane learns the leased address from the same reconcile run that recorded it (then reloads)
+        wait_until(lambda: cluster.reaches(S1) and cluster.connect(S1)["peer"] == address, timeout=10,
+                   what="connections to leave from the leased address")
+        link = cluster.sh("b", "ip", "-d", "link", "show", "dev", shown["interface_name"])
+        assert "macvlan mode bridge" in link and shown["interface_mac"] in link
+        assert "dynamic" in cluster.sh("b", "ip", "addr", "show", "dev", shown["interface_name"])
+        assert address in leases.read_text() and shown["interface_mac"].lower() in leases.read_text().lower()
+    finally:
+        dnsmasq.terminate()
+        dnsmasq.wait(10)
+
+
 def test_fully_transparent_service_shows_the_client_address_to_the_server(cluster):
     sid = cluster.create_service(requires_interface=True, fully_transparent=True,
                                  desired_ipv4_cidr=f"{SERVICE_IP}/24")
@@ -490,11 +517,11 @@ def test_restarting_the_control_plane_does_not_interrupt_a_transfer(cluster):
     assert cluster.sh("a", "nft", "-a", "list", "table", "inet", "arctic") == table  # not even re-applied
 
 
-def test_two_hundred_concurrent_connections_arrive_intact(cluster):
+def test_a_thousand_concurrent_connections_arrive_intact(cluster):
     sid = cluster.create_service()
     cluster.add_routes(sid, {"dest_cidr": "192.168.100.0/24", "priority": 100})
     wait_until(lambda: cluster.reaches(S1), what="s1 through the service")
-    count, size = 200, 48 * 1024
+    count, size = 1000, 32 * 1024
     socks = cluster.t.cl.call(lambda: [socket.socket() for _ in range(count)])
     payloads = [os.urandom(size) for _ in range(count)]
     connected, go = threading.Barrier(count + 1, timeout=60), threading.Event()
