@@ -170,3 +170,36 @@ def test_unknown_service_is_404_with_a_hint(api, method):
     resp = api.call(method, "/v1/services/svc_01HZZZZZZZZZZZZZZZZZZZZZZZ", json={"bandwidth_limit_mbps": 1})
     assert resp.status_code == 404
     assert resp.get_json()["code"] == "NOT_FOUND" and "arctic services list" in resp.get_json()["error"]
+
+
+def test_interface_facts_of_a_service_are_asked_of_its_target_and_shown_from_its_answer(api, peer_b, monkeypatch):
+    from arctic.api import observations
+
+    svc = api.post("/v1/services", json={"target_peer_id": peer_b, "requires_interface": True}).get_json()
+    facts = {"interface_name": "arc-1", "interface_mac": "02:00:00:00:00:01",
+             "interface_ipv4_cidr": "192.168.100.55/24", "interface_ipv6_cidr": None}
+    asked = []
+
+    class Answer:
+        status_code = 200
+
+        @staticmethod
+        def json():
+            return [{"id": svc["id"], **facts}]
+
+    def fake_raw(address, method, path, *, headers, data, params, timeout):
+        asked.append((address, method, path, params, headers.get("Authorization") is not None))
+        return Answer()
+
+    monkeypatch.setattr(observations.transport, "raw", fake_raw)
+    got = api.get(f"/v1/services/{svc['id']}").get_json()
+    listed = api.get("/v1/services").get_json()[0]
+    assert {k: got[k] for k in facts} == {k: listed[k] for k in facts} == facts
+    assert asked[0] == ("127.0.0.1:9", "GET", "/v1/services",
+                        {"target_peer_id": peer_b, "requires_interface": "true"}, True)
+
+
+def test_an_unreachable_target_leaves_the_interface_facts_empty_and_the_answer_200(api, peer_b):
+    svc = api.post("/v1/services", json={"target_peer_id": peer_b, "requires_interface": True}).get_json()
+    resp = api.get(f"/v1/services/{svc['id']}")  # peer_b's address 127.0.0.1:9 refuses connections
+    assert resp.status_code == 200 and resp.get_json()["interface_mac"] is None

@@ -383,6 +383,10 @@ def test_requires_interface_re_originates_from_the_desired_address(cluster):
     assert shown["interface_mac"] in link and shown["interface_ipv4_cidr"] == f"{SERVICE_IP}/24"
     assert f"inet {SERVICE_IP}/24" in cluster.sh("b", "ip", "addr", "show", "dev", shown["interface_name"])
     assert cluster.dataplane_config("b")["services"][0]["bind_address"] == SERVICE_IP
+    interface = ("interface_name", "interface_mac", "interface_ipv4_cidr", "interface_ipv6_cidr")
+    on_source = cluster.api("GET", f"/v1/services/{sid}", on="a")  # any agent answers with the target's facts
+    listed = next(x for x in cluster.api("GET", "/v1/services", on="a") if x["id"] == sid)
+    assert {k: on_source[k] for k in interface} == {k: listed[k] for k in interface} == {k: shown[k] for k in interface}
 
 
 def test_requires_interface_without_a_desired_address_takes_one_by_dhcp_and_connections_leave_from_it(cluster):

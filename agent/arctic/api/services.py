@@ -17,6 +17,7 @@ from arctic.api.endpoint import agent, endpoint
 from arctic.api.fields import InterfaceCidr, StrictBoolean, StrictInteger, StrictString
 from arctic.api.forwarding import forward_to
 from arctic.api.lookup import find_peer, find_service, parse_bool_arg
+from arctic.api.observations import with_target_observations
 from arctic.api.routes import RouteSchema
 from arctic.api.validation import json_body, load
 from arctic.auth import scopes as scope_rules
@@ -123,14 +124,14 @@ def list_services():
                                   **filters)
     if args.get("name"):
         services = [s for s in services if s.name == args["name"]]
-    return [s.to_api(with_routes=False) for s in services]
+    return with_target_observations([s.to_api(with_routes=False) for s in services])
 
 
 @bp.get("/v1/services/<service_id>")
 @endpoint("Get a service with its routes in precedence order", scope=scope_rules.SERVICES_READ,
           response=ServiceSchema, errors=(404,))
 def get_service(service_id: str):
-    return find_service(service_id).to_api(with_routes=True)
+    return with_target_observations([find_service(service_id).to_api(with_routes=True)])[0]
 
 
 @bp.post("/v1/services")
