@@ -362,6 +362,30 @@ def s1(plane: Plane) -> tuple[str, int]:
     return (plane.t.s1_ip, SERVER_PORT)
 
 
+# --- TLS session resumption --------------------------------------------------------------------------------------
+
+def _handshakes(plane: Plane) -> dict:
+    time.sleep(1.1)  # the stats file is rewritten every second
+    return plane.stats("b").get("tls_handshakes", {})
+
+
+def test_tls_tunnels_resume_their_session_and_a_reloaded_target_asks_for_a_full_handshake(plane):
+    if plane.encryption != "tls":
+        pytest.skip("session resumption is a TLS matter")
+    assert exchange(client(plane), s1(plane), upload=1000, reply=1000).intact()
+    before = _handshakes(plane)
+    for _ in range(5):
+        assert exchange(client(plane), s1(plane), upload=1000, reply=1000).intact()
+    after = _handshakes(plane)
+    assert after["resumed"] - before["resumed"] == 5 and after["full"] == before["full"], (before, after)
+
+    plane.reload("b")  # a new server context: tickets sealed by the old one are worthless
+    assert exchange(client(plane), s1(plane), upload=1000, reply=1000).intact()
+    assert exchange(client(plane), s1(plane), upload=1000, reply=1000).intact()
+    reloaded = _handshakes(plane)
+    assert reloaded["full"] == after["full"] + 1 and reloaded["resumed"] == after["resumed"] + 1, (after, reloaded)
+
+
 # --- relaying -------------------------------------------------------------------------------------------------------
 
 def test_a_few_megabytes_cross_both_ways_intact_and_server_sees_agent_b(plane):

@@ -60,10 +60,11 @@ class PlainChannel:
 class TlsChannel:
     tls = True
 
-    def __init__(self, sock: socket.socket, ctx: ssl.SSLContext, *, server_side: bool) -> None:
+    def __init__(self, sock: socket.socket, ctx: ssl.SSLContext, *, server_side: bool,
+                 session: ssl.SSLSession | None = None) -> None:
         self.sock = sock
         self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self._obj = ctx.wrap_bio(self._in, self._out, server_side=server_side)
+        self._obj = ctx.wrap_bio(self._in, self._out, server_side=server_side, session=session)
         self._ssl_lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._rbuf = bytearray(TLS_READ_SIZE // 4)
@@ -84,6 +85,15 @@ class TlsChannel:
                 self._fill()
         self._flush()
         return peer_public_key(self._obj.getpeercert(binary_form=True))
+
+    @property
+    def session(self) -> ssl.SSLSession | None:
+        """The TLS session, with its resumption ticket once one was read (client side)."""
+        return self._obj.session
+
+    @property
+    def resumed(self) -> bool:
+        return self._obj.session_reused
 
     # --- sending -------------------------------------------------------------------------------------------
 

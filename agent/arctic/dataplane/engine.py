@@ -73,6 +73,7 @@ class Snapshot:
     public_key: bytes
     server_ctx: ssl.SSLContext | None
     _client_ctxs: dict[str, ssl.SSLContext] = field(default_factory=dict)
+    _sessions: dict[str, ssl.SSLSession] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def client_ctx(self, peer: PeerConfig) -> ssl.SSLContext:
@@ -81,6 +82,14 @@ class Snapshot:
             if ctx is None:
                 ctx = self._client_ctxs[peer.peer_id] = tls.client_context(self.key, peer.public_key)
             return ctx
+
+    def session_for(self, peer_id: str) -> ssl.SSLSession | None:
+        """The latest TLS session with this peer that has a ticket (the next tunnel resumes it), if any."""
+        return self._sessions.get(peer_id)
+
+    def remember_session(self, peer_id: str, session: ssl.SSLSession | None) -> None:
+        if session is not None and session.has_ticket:
+            self._sessions[peer_id] = session
 
 
 class SetupWatchdog:
@@ -345,6 +354,8 @@ class Dataplane:
             if status != STATUS_OK:
                 reason = "target_connect_failed" if status == STATUS_CONNECT_FAILED else "target_refused"
                 raise ConnectionRefused(reason, f"target peer {peer.peer_id} answered status {status}")
+            if isinstance(channel, TlsChannel):  # its ticket arrived before the status byte
+                snap.remember_session(peer.peer_id, channel.session)
             if self.watchdog.release(watch):
                 raise ConnectionRefused("setup_timeout", "tunnel setup took too long")
             netsock.tune_stream(conn)
@@ -371,7 +382,7 @@ class Dataplane:
                              peer: PeerConfig) -> PlainChannel | TlsChannel:
         if snap.cfg.encryption != "tls":
             return PlainChannel(tunnel)
-        channel = TlsChannel(tunnel, snap.client_ctx(peer), server_side=False)
+        channel = TlsChannel(tunnel, snap.client_ctx(peer), server_side=False, session=snap.session_for(peer.peer_id))
         try:
             key = channel.handshake()
         except (ssl.SSLError, OSError, TruncatedStream) as err:
@@ -408,6 +419,7 @@ class Dataplane:
                 tls_peer = cfg.peer_by_key(key)
                 if tls_peer is None:
                     raise ConnectionRefused("tunnel_auth_failed", "TLS peer key is not a configured peer")
+                self.stats.tls_handshake(channel.resumed)
                 tls_peer_id = tls_peer.peer_id
             else:
                 channel = PlainChannel(sock)

@@ -27,6 +27,7 @@ class Stats:
         self._relayed = Counter({s: 0 for s in SIDES})
         self._bytes = Counter({"to_tunnel": 0, "from_tunnel": 0})
         self._services: dict[str, Counter] = {}  # service id -> relays started per side, and active
+        self._tls = Counter({"full": 0, "resumed": 0})  # tunnel handshakes accepted (target side)
 
     def opened(self, side: str) -> None:
         with self._lock:
@@ -54,6 +55,10 @@ class Stats:
             if counts is not None:
                 counts["active"] -= 1
 
+    def tls_handshake(self, resumed: bool) -> None:
+        with self._lock:
+            self._tls["resumed" if resumed else "full"] += 1
+
     def refused(self, side: str, reason: str) -> None:
         with self._lock:
             self._refused[side][reason] += 1
@@ -77,6 +82,7 @@ class Stats:
                 "by_side": {s: {"active": self._active[s], "total": self._total[s], "relayed": self._relayed[s],
                                 "refused": dict(self._refused[s])} for s in SIDES},
                 "services": {sid: dict(counts) for sid, counts in sorted(self._services.items())},
+                "tls_handshakes": dict(self._tls),
             }
         data.update(extra)
         return data
