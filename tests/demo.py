@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import yaml  # noqa: E402
 from agentkit import Issuer  # noqa: E402
-from arctic.daemon.dataplane_supervisor import process_start_time  # noqa: E402
+from arctic.procinfo import process_start_time  # noqa: E402
 from harness import Host, Lab, http, lab_agent, transit  # noqa: E402
 
 PORT = 9000

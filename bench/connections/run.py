@@ -38,6 +38,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "bench"), str(ROOT / "agent")]
 
 from harness import Host, Lab, Transit, transit  # noqa: E402
 from harness.arcticlab import ArcticPair, route_s2_directly, wait_until  # noqa: E402
+from ratios import paired_median_ratio  # noqa: E402
 from throughput.haproxy_pair import HaproxyPair, Relay  # noqa: E402
 
 PROBE = HERE / "probe.py"
@@ -136,12 +137,9 @@ def summarise(samples: list[Measurement]) -> tuple[list[dict], list[dict]]:
                           "completed": sum(m.completed for m in mine), "errors": errors})
     ratios = []
     for num, den, target in RATIOS:
-        nums = {(m.phase, m.round): m.rate for m in samples if m.system == num}
-        per_round = [nums[(m.phase, m.round)] / m.rate for m in samples
-                     if m.system == den and (m.phase, m.round) in nums and m.rate > 0]
-        if per_round:
-            ratios.append({"ratio": f"{num} / {den}", "median": round(statistics.median(per_round), 3),
-                           "rounds": len(per_round), "target": target})
+        paired = paired_median_ratio(samples, num, den, value=lambda m: m.rate)
+        if paired:
+            ratios.append({"ratio": f"{num} / {den}", "median": paired[0], "rounds": paired[1], "target": target})
     return table, ratios
 
 

@@ -37,6 +37,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "bench"), str(ROOT / "agent")]
 
 from harness import Lab, Transit, tcp_connect, transit  # noqa: E402
 from harness.arcticlab import ArcticPair, route_s2_directly, wait_until  # noqa: E402
+from ratios import paired_median_ratio  # noqa: E402
 from throughput.haproxy_pair import HaproxyPair, Relay  # noqa: E402
 
 IPERF_PORT = 5201
@@ -120,12 +121,10 @@ def summarise(samples: list[Sample], flow_counts: list[int]) -> tuple[list[dict]
     ratios = []
     for num, den, target in RATIOS:
         for n in flow_counts:
-            nums = {(s.phase, s.round): s.gbps for s in samples if s.system == num and s.flows == n}
-            per_round = [nums[(s.phase, s.round)] / s.gbps for s in samples
-                         if s.system == den and s.flows == n and (s.phase, s.round) in nums and s.gbps > 0]
-            if per_round:
-                ratios.append({"ratio": f"{num} / {den}", "flows": n, "median": round(statistics.median(per_round), 3),
-                               "rounds": len(per_round), "target": target})
+            paired = paired_median_ratio(samples, num, den, value=lambda s: s.gbps, where=lambda s, n=n: s.flows == n)
+            if paired:
+                ratios.append({"ratio": f"{num} / {den}", "flows": n, "median": paired[0], "rounds": paired[1],
+                               "target": target})
     return table, ratios
 
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from arctic.daemon.dataplane_supervisor import process_start_time
+from arctic.procinfo import process_start_time
 
 from .agents import AgentProcess, http, lab_agent
 from .topologies import Transit
@@ -78,8 +78,11 @@ class ArcticPair:
 
     @classmethod
     def start(cls, t: Transit, *, encryption: str = "tls", extra_config: dict | None = None,
-              ready_timeout: float = 30.0) -> ArcticPair:
-        """Start both agents, bootstrap them with one licence issuer and join agent-b to agent-a."""
+              per_agent: dict[str, dict] | None = None, ready_timeout: float = 30.0) -> ArcticPair:
+        """Start both agents, bootstrap them with one licence issuer and join agent-b to agent-a.
+
+        ``extra_config`` is merged into both agents' configuration, ``per_agent["a"|"b"]`` into one agent's.
+        """
         if encryption not in ENCRYPTIONS:
             raise ValueError(f"encryption {encryption!r} must be one of {', '.join(ENCRYPTIONS)}")
         issuer = _licence_issuer()
@@ -89,7 +92,7 @@ class ArcticPair:
         for key, value in (extra_config or {}).items():
             config[key] = {**config[key], **value} if isinstance(value, dict) and key in config else value
         agents = {name: lab_agent(host, f"agent-{name}", advertise=ip, issuer_public_keys=[issuer.public_b64],
-                                  extra_config=config)
+                                  extra_config={**config, **(per_agent or {}).get(name, {})})
                   for name, host, ip in (("a", t.agent_a, t.agent_a_ip), ("b", t.agent_b, t.agent_b_ip))}
         pair = cls(t, agents, encryption)
         try:
@@ -140,14 +143,14 @@ class ArcticPair:
             raise RuntimeError(f"{method} {path} on agent-{on}: {resp.status_code} {resp.text[:500]}")
         return resp.json() if resp.content else None
 
-    def create_service(self, **body: Any) -> str:
-        """A service from agent-a (source) to agent-b (target); ``body`` adds or overrides fields."""
+    def create_service(self, *, on: str = "a", **body: Any) -> str:
+        """A service to agent-b (target) created through agent-``on``; ``body`` adds or overrides fields."""
         body.setdefault("target_peer_id", self.peer_id("b"))
-        return self.api("POST", "/v1/services", json=body, expect=201)["id"]
+        return self.api("POST", "/v1/services", on=on, json=body, expect=201)["id"]
 
-    def add_routes(self, sid: str, *routes: dict) -> list[int]:
-        """One batch ``POST /v1/services/{sid}/routes`` (all or nothing); the new route ids."""
-        return self.api("POST", f"/v1/services/{sid}/routes", json={"routes": list(routes)},
+    def add_routes(self, sid: str, *routes: dict, on: str = "a") -> list[int]:
+        """One batch ``POST /v1/services/{sid}/routes`` (all or nothing) through agent-``on``; the new route ids."""
+        return self.api("POST", f"/v1/services/{sid}/routes", on=on, json={"routes": list(routes)},
                         expect=201)["route_ids"]
 
     def delete_services(self) -> None:

@@ -22,6 +22,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from arctic.procinfo import process_start_time
+
 NETNS_DIR = Path("/run/netns")
 MARKER_DIR = Path("/run/arctic-lab")
 CLONE_NEWNET = 0x40000000
@@ -54,15 +56,6 @@ def list_namespaces() -> list[str]:
 
 
 # --- ownership markers -----------------------------------------------------------------------------------------
-
-def process_start_time(pid: int) -> int | None:
-    """Kernel start time (clock ticks since boot) of ``pid``, or None when there is no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return int(stat.rpartition(")")[2].split()[19])  # field 22 of stat; fields after the comm start at 3
-
 
 def write_marker(ns: str, pid: int | None = None) -> Path:
     pid = os.getpid() if pid is None else pid

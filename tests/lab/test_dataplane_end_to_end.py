@@ -10,7 +10,6 @@ Every test runs for ``encryption: none`` (splice relay) and ``encryption: tls``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -35,6 +34,7 @@ from arctic.dataplane.keys import private_key_pem, public_key_b64
 from arctic.ids import new_id
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from harness import Lab, transit
+from harness.servers import LabServer
 
 pytestmark = pytest.mark.lab
 
@@ -74,7 +74,7 @@ table inet arctic_dptest {
 
 # --- the servers: read everything, report what they saw, answer with checksummed data -------------------------------
 
-class DigestServer:
+class DigestServer(LabServer):
     """Per connection: read until EOF (8-byte reply size first), then send a JSON line and that many bytes.
 
     The JSON line reports the peer address the server saw and the SHA-256 of what it received, so the client can
@@ -82,57 +82,20 @@ class DigestServer:
     """
 
     def __init__(self, host, ip: str, port: int = SERVER_PORT) -> None:
-        self.sock: socket.socket = host.call(self._listen, ip, port)
-        self.accepted: list[tuple[str, int]] = []
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
+        super().__init__(host, ip, port)
 
-    @staticmethod
-    def _listen(ip: str, port: int) -> socket.socket:
-        sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((ip, port))
-        sock.listen(1024)
-        return sock
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self.accepted)
-
-    def _loop(self) -> None:
-        while True:
-            try:
-                conn, peer = self.sock.accept()
-            except OSError:
-                return
-            with self._lock:
-                self.accepted.append(peer)
-            threading.Thread(target=self._serve, args=(conn, peer), daemon=True).start()
-
-    @staticmethod
-    def _serve(conn: socket.socket, peer) -> None:
-        with conn:
-            conn.settimeout(60)
-            digest, total, first = hashlib.sha256(), 0, b""
-            try:
-                while chunk := conn.recv(1 << 18):
-                    digest.update(chunk)
-                    if len(first) < 8:
-                        first += chunk[: 8 - len(first)]
-                    total += len(chunk)
-                reply_size = struct.unpack("!Q", first)[0] if len(first) == 8 else 0
-                reply = os.urandom(min(reply_size, 64 << 20))
-                line = json.dumps({"peer": peer[0], "received": total, "received_sha256": digest.hexdigest(),
-                                   "reply_sha256": hashlib.sha256(reply).hexdigest(), "reply": len(reply)})
-                conn.sendall(line.encode() + b"\n" + reply)
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
+    def handle(self, conn: socket.socket, peer: tuple) -> None:
+        digest, total, first = hashlib.sha256(), 0, b""
+        while chunk := conn.recv(1 << 18):
+            digest.update(chunk)
+            if len(first) < 8:
+                first += chunk[: 8 - len(first)]
+            total += len(chunk)
+        reply_size = struct.unpack("!Q", first)[0] if len(first) == 8 else 0
+        reply = os.urandom(min(reply_size, 64 << 20))
+        line = json.dumps({"peer": peer[0], "received": total, "received_sha256": digest.hexdigest(),
+                           "reply_sha256": hashlib.sha256(reply).hexdigest(), "reply": len(reply)})
+        conn.sendall(line.encode() + b"\n" + reply)
 
 
 @dataclass

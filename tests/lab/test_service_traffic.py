@@ -12,11 +12,9 @@ checked to be back to a clean kernel, so tests stay independent.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import threading
@@ -24,12 +22,11 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
-from agentkit import Issuer
-from arctic.daemon.dataplane_supervisor import process_start_time
-from harness import AgentProcess, Host, Lab, http, lab_agent, transit
+from harness import Host, Lab, http, transit
+from harness.arcticlab import ArcticPair, wait_until
+from harness.servers import LabServer
 
 pytestmark = pytest.mark.lab
 
@@ -42,47 +39,20 @@ SERVICE_IP = "192.168.100.10"
 
 # --- the servers --------------------------------------------------------------------------------------------
 
-class WhoamiServer:
+class WhoamiServer(LabServer):
     """Reads to EOF, then answers one JSON line (who connected, what arrived) followed by the bytes echoed back."""
 
     def __init__(self, host: Host, ip: str, name: str) -> None:
         self.name = name
-        self.sock: socket.socket = host.call(self._listen, ip)
-        threading.Thread(target=self._loop, daemon=True).start()
+        super().__init__(host, ip, PORT)
 
-    @staticmethod
-    def _listen(ip: str) -> socket.socket:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((ip, PORT))
-        sock.listen(1024)
-        return sock
-
-    def _loop(self) -> None:
-        while True:
-            try:
-                conn, peer = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn, peer), daemon=True).start()
-
-    def _serve(self, conn: socket.socket, peer: tuple) -> None:
-        with conn:
-            conn.settimeout(60)
-            data = bytearray()
-            try:
-                while chunk := conn.recv(1 << 16):
-                    data += chunk
-                line = json.dumps({"server": self.name, "peer": peer[0], "received": len(data),
-                                   "sha256": hashlib.sha256(data).hexdigest()})
-                conn.sendall(line.encode() + b"\n" + data)
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
+    def handle(self, conn: socket.socket, peer: tuple) -> None:
+        data = bytearray()
+        while chunk := conn.recv(1 << 16):
+            data += chunk
+        line = json.dumps({"server": self.name, "peer": peer[0], "received": len(data),
+                           "sha256": hashlib.sha256(data).hexdigest()})
+        conn.sendall(line.encode() + b"\n" + data)
 
 
 def talk(sock: socket.socket, dst: str, payload: bytes, *, src: str | None = None, timeout: float = 5.0,
@@ -116,44 +86,18 @@ def _root_snapshot() -> tuple[str, ...]:
 
 
 @dataclass
-class Cluster:
-    lab: Lab
-    t: Any  # harness.Transit
-    agents: dict[str, AgentProcess]
-    hosts: dict[str, Host]
-    creds: dict[str, dict]
+class Cluster(ArcticPair):
+    """The ArcticPair (API from ctl, tokens, services, stats) plus the whoami servers and kernel inspection."""
+
     servers: list[WhoamiServer] = field(default_factory=list)
-    _tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
 
-    # -- API, from the ctl host --------------------------------------------------------------------------------------
-    def peer_id(self, name: str) -> str:
-        return self.creds[name]["peer_id"]
+    @property
+    def lab(self) -> Lab:
+        return self.t.lab
 
-    def token(self, name: str) -> str:
-        cached = self._tokens.get(name)
-        if cached and cached[1] > time.monotonic():
-            return cached[0]
-        resp = http(self.t.ctl, "POST", f"{self.agents[name].url}/v1/oauth/token", data={
-            "grant_type": "client_credentials", "client_id": self.creds[name]["client_id"],
-            "client_secret": self.creds[name]["client_secret"]})
-        assert resp.status_code == 200, resp.text
-        self._tokens[name] = (resp.json()["access_token"], time.monotonic() + 600)
-        return self._tokens[name][0]
-
-    def api(self, method: str, path: str, *, on: str = "a", expect: int | None = 200, **kw: Any) -> Any:
-        resp = http(self.t.ctl, method, f"{self.agents[on].url}{path}",
-                    headers={"Authorization": f"Bearer {self.token(on)}"}, **kw)
-        if expect is not None:
-            assert resp.status_code == expect, f"{method} {path} on agent-{on}: {resp.status_code} {resp.text}"
-        return resp.json() if resp.content else None
-
-    def create_service(self, *, on: str = "a", **body: Any) -> str:
-        body.setdefault("target_peer_id", self.peer_id("b"))
-        return self.api("POST", "/v1/services", on=on, json=body, expect=201)["id"]
-
-    def add_routes(self, sid: str, *routes: dict, on: str = "a") -> list[int]:
-        return self.api("POST", f"/v1/services/{sid}/routes", on=on, json={"routes": list(routes)},
-                        expect=201)["route_ids"]
+    @property
+    def hosts(self) -> dict[str, Host]:
+        return {"a": self.t.agent_a, "b": self.t.agent_b}
 
     # -- what the hosts see ------------------------------------------------------------------------------------------
     def connect(self, dst: str, *, src: str | None = None, payload: bytes = b"hello", timeout: float = 5.0) -> dict:
@@ -171,15 +115,6 @@ class Cluster:
 
     def data_dir(self, name: str):
         return self.agents[name].dir / "data"
-
-    def dataplane_config(self, name: str) -> dict:
-        return json.loads((self.data_dir(name) / "dataplane.json").read_text())
-
-    def stats(self, name: str) -> dict:
-        try:
-            return json.loads((self.data_dir(name) / "dataplane.stats.json").read_text())
-        except (OSError, ValueError):
-            return {}
 
     def dataplane_pid(self, name: str) -> int | None:
         try:
@@ -200,70 +135,27 @@ class Cluster:
             left.append("service MACVLAN")
         if " 61: " in self.sh(name, "tc", "qdisc", "show"):
             left.append("tc root 61:")
-        if self.dataplane_config(name)["services"]:
+        if self.dataplane_config(name).get("services"):
             left.append("services in dataplane.json")
         return left
-
-
-def wait_until(check: Callable[[], Any], *, timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)
-
-
-def stop_dataplane(cluster: Cluster, name: str) -> None:
-    """Data planes outlive their agents by design: end ours by pid (checked against its start time)."""
-    try:
-        record = json.loads((cluster.data_dir(name) / "dataplane.pid").read_text())
-    except (OSError, ValueError):
-        return
-    pid, started = record["pid"], record["start_time"]
-    for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGKILL):
-        if process_start_time(pid) != started:
-            return
-        os.kill(pid, sig)
-        deadline = time.monotonic() + 5
-        while process_start_time(pid) == started and time.monotonic() < deadline:
-            time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     root_before = _root_snapshot()
-    issuer = Issuer.generate()
     with Lab(prefix="arsvc") as lab:
         t = transit(lab)
         t.client_addr(CLIENT_B, 16)
-        hosts = {"a": t.agent_a, "b": t.agent_b}
-        base = {"sync_interval": 1.0, "reconcile_interval": 5, "dataplane": {"drain_seconds": 2}}
-        lan = {"a": {}, "b": {"lan_interface": "eth-net100"}}  # agent-b's service interfaces sit on s1's LAN
-        agents = {name: lab_agent(host, f"agent-{name}", advertise=ip, issuer_public_keys=[issuer.public_b64],
-                                  extra_config={**base, **lan[name]})
-                  for name, host, ip in (("a", t.agent_a, t.agent_a_ip), ("b", t.agent_b, t.agent_b_ip))}
-        c = Cluster(lab, t, agents, hosts, {})
-        try:
-            for agent in agents.values():
-                agent.wait_ready(30)
-            for name, agent in agents.items():
-                resp = http(t.ctl, "POST", f"{agent.url}/v1/bootstrap",
-                            json={"license": issuer.licence(), "name": f"agent-{name}"})
-                assert resp.status_code == 201, resp.text
-                c.creds[name] = resp.json()
-            c.api("POST", "/v1/peers", json={"address": f"{t.agent_b_ip}:8080"}, expect=201)
-            wait_until(lambda: len(c.api("GET", "/v1/peers", on="b")) == 2, what="agent-b to know agent-a")
+        config = {"reconcile_interval": 5, "log_level": "info",
+                  "dataplane": {"keep_on_stop": True, "drain_seconds": 2}}  # a control-plane restart keeps relays
+        with Cluster.start(t, extra_config=config,
+                           per_agent={"b": {"lan_interface": "eth-net100"}}) as c:  # b's service interfaces: s1's LAN
             c.servers = [WhoamiServer(t.s1, S1, "s1"), WhoamiServer(t.s2, S2, "s2")]
-            yield c
-        finally:
-            for server in c.servers:
-                server.close()
-            for name, agent in agents.items():
-                agent.stop()
-                stop_dataplane(c, name)
+            try:
+                yield c
+            finally:
+                for server in c.servers:
+                    server.close()
     assert _root_snapshot() == root_before, "the root namespace changed during the service traffic tests"
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 from arctic.config import parse_config
-from arctic.daemon.dataplane_supervisor import DataplaneSupervisor, process_start_time
+from arctic.daemon.dataplane_supervisor import DataplaneSupervisor
+from arctic.procinfo import process_start_time
 
 FAKE = textwrap.dedent("""\
     import json, os, signal, sys, time

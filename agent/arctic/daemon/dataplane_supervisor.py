@@ -38,6 +38,7 @@ from typing import Any
 from arctic.config import AgentConfig
 from arctic.daemon.rendering import DATAPLANE_CONFIG, STATS_FILE
 from arctic.logs import get_logger
+from arctic.procinfo import process_cmdline, process_start_time
 
 log = get_logger("tproxymgr")
 
@@ -46,25 +47,6 @@ LOGFILE = "dataplane.log"
 BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 1.0, 30.0, 60.0
 CHECK_EVERY = 0.5
 STATS_FRESH = 5.0
-
-
-def process_start_time(pid: int) -> int | None:
-    """Kernel start time (clock ticks since boot) of a live, non-zombie ``pid``; None when there is none."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rpartition(")")[2].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return []
 
 
 class DataplaneSupervisor:
@@ -173,7 +155,7 @@ class DataplaneSupervisor:
             pid, start_time = int(record["pid"]), int(record["start_time"])
         except (OSError, ValueError, KeyError, TypeError):
             return
-        cmdline = _cmdline(pid)
+        cmdline = process_cmdline(pid)
         if (process_start_time(pid) == start_time and "arctic.dataplane" in cmdline
                 and str(self.config_path.resolve()) in cmdline):
             with self._lock:

@@ -17,25 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+from arctic.procinfo import process_cmdline, process_start_time
+
 MODULE = "arctic.netconf.dhcp_client"
-
-
-def _start_time(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = stat.rpartition(")")[2].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except (FileNotFoundError, ProcessLookupError):
-        return []
 
 
 class DhcpSupervisor:
@@ -62,9 +46,9 @@ class DhcpSupervisor:
         if not rec:
             return None
         pid = int(rec["pid"])
-        if _start_time(pid) != rec.get("start_time"):
+        if process_start_time(pid) != rec.get("start_time"):
             return None
-        cmd = _cmdline(pid)
+        cmd = process_cmdline(pid)
         if MODULE not in cmd or ifname not in cmd:
             return None
         return pid
@@ -81,7 +65,7 @@ class DhcpSupervisor:
             proc = subprocess.Popen([self.python, "-m", MODULE, ifname], cwd=self.run_dir, stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self._children[ifname] = proc
-        self._pidfile(ifname).write_text(json.dumps({"pid": proc.pid, "start_time": _start_time(proc.pid),
+        self._pidfile(ifname).write_text(json.dumps({"pid": proc.pid, "start_time": process_start_time(proc.pid),
                                                      "ifname": ifname}))
         return proc.pid
 
@@ -117,7 +101,7 @@ class DhcpSupervisor:
                 return False
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if _start_time(pid) is None:
+            if process_start_time(pid) is None:
                 return True
             time.sleep(0.05)
         return False
