@@ -332,6 +332,22 @@ def test_a_service_created_through_its_target_with_an_explicit_source_peer(clust
     assert f"arctic {sid} route 1" in cluster.sh("a", "nft", "list", "ruleset")
 
 
+def test_a_kcp_service_is_accepted_but_its_connections_are_reset_and_the_agent_says_why(cluster):
+    sid = cluster.create_service(transport_type="kcp")
+    cluster.add_routes(sid, {"dest_cidr": "192.168.100.0/24", "priority": 100})
+    wait_until(lambda: f"arctic {sid} route 1" in cluster.sh("a", "nft", "list", "ruleset"),
+               what="agent-a to install the kcp service's route")
+    wait_until(lambda: cluster.dataplane_ready("a"), what="agent-a's data plane to listen")
+    before = cluster.servers[0].count()
+    with pytest.raises((OSError, ValueError)):  # reset (or EOF without an answer): never a silent success
+        cluster.connect(S1, timeout=5)
+    assert cluster.servers[0].count() == before, "nothing may reach the server"
+    wait_until(lambda: cluster.stats("a").get("refused", {}).get("transport_unavailable", 0) >= 1,
+               what="the data plane to count the refusal")
+    warned = [ln for ln in cluster.agents["a"].log_text().splitlines() if "transport kcp" in ln and sid in ln]
+    assert len(warned) == 1, "the agent says once why the service's connections are reset"
+
+
 # --- deleting leaves nothing --------------------------------------------------------------------------------
 
 def test_deleting_a_service_removes_its_routes_interface_rules_shaping_and_config(cluster):

@@ -47,6 +47,7 @@ from arctic.store.database import Database
 
 log = get_logger("agent")
 qlog = get_logger("qosmgr")
+tlog = get_logger("tproxymgr")
 
 WATCHED_KINDS = frozenset({"services", "routes", "peers", "meta"})
 DEBOUNCE_SECONDS = 0.15
@@ -200,6 +201,7 @@ class ReconcileWorker:
         self.last: RunReport | None = None
         self._qos_applied = ""
         self._bind_addresses: dict[str, str | None] = {}
+        self._kcp_warned: set[str] = set()
         self._interval = max(1.0, float(self.config.reconcile_interval))
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -277,6 +279,7 @@ class ReconcileWorker:
                 return None
             report = RunReport(reason=reason, started_at=time.time(), services=len(view.services))
             started = time.monotonic()
+            self._warn_uncarried_transports(view)
             statuses = self._apply_netconf(view, report)
             priorities = self._apply_qos(view, report)
             self._record_interfaces(view, statuses, report)
@@ -287,6 +290,16 @@ class ReconcileWorker:
                 log.info("reconciled", reason=reason, services=report.services, actions=report.actions,
                          errors=report.errors, seconds=round(report.seconds, 3))
             return report
+
+    def _warn_uncarried_transports(self, view: rendering.LocalView) -> None:
+        """Say once per service that a ``kcp`` service's connections are refused (reset): the API accepts the
+        transport (it is part of the documented model) but this data plane carries TCP tunnels only."""
+        for service in view.services:
+            if service.transport_type == "kcp" and service.id not in self._kcp_warned:
+                self._kcp_warned.add(service.id)
+                tlog.warning("service uses transport kcp, which this agent's data plane does not carry yet: "
+                             "connections matching its routes are reset (use --transport tcp)",
+                             service_id=service.id)
 
     def _apply_netconf(self, view: rendering.LocalView, report: RunReport) -> list[InterfaceStatus]:
         desired = rendering.desired_state(view, self.config)
