@@ -337,13 +337,16 @@ def test_a_kcp_service_is_accepted_but_its_connections_are_reset_and_the_agent_s
     cluster.add_routes(sid, {"dest_cidr": "192.168.100.0/24", "priority": 100})
     wait_until(lambda: f"arctic {sid} route 1" in cluster.sh("a", "nft", "list", "ruleset"),
                what="agent-a to install the kcp service's route")
-    wait_until(lambda: cluster.dataplane_ready("a"), what="agent-a's data plane to listen")
     before = cluster.servers[0].count()
-    with pytest.raises((OSError, ValueError)):  # reset (or EOF without an answer): never a silent success
-        cluster.connect(S1, timeout=5)
+
+    def refused_for_its_transport() -> bool:
+        with pytest.raises((OSError, ValueError)):  # reset (or EOF without an answer): never a silent success
+            cluster.connect(S1, timeout=5)
+        return cluster.stats("a").get("refused", {}).get("transport_unavailable", 0) >= 1
+
+    # until the data plane has reloaded with the new service it refuses for "no_route": reset either way
+    wait_until(refused_for_its_transport, interval=0.5, what="the data plane to refuse for the kcp transport")
     assert cluster.servers[0].count() == before, "nothing may reach the server"
-    wait_until(lambda: cluster.stats("a").get("refused", {}).get("transport_unavailable", 0) >= 1,
-               what="the data plane to count the refusal")
     warned = [ln for ln in cluster.agents["a"].log_text().splitlines() if "transport kcp" in ln and sid in ln]
     assert len(warned) == 1, "the agent says once why the service's connections are reset"
 
