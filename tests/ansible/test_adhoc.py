@@ -66,3 +66,11 @@ def test_route_changes_once_then_reports_no_change_and_check_mode_only_predicts(
     assert routes_in_agent(fleet_lab) == stored  # the agent's state is untouched
     # the diff as --diff shows it (the callback prints it above the result)
     assert '-    "priority": 100,' in checked["_stdout"] and '+    "priority": 250,' in checked["_stdout"]
+
+    # a new route in check mode: the agent's dry run shows the nftables rule it would add, and adds nothing
+    new_route = "service=adhoc-web dest_cidr=192.168.200.0/24 priority=300"
+    predicted = adhoc(fleet_lab, "arctic.fleet.arctic_route", new_route, "--check", "--diff")
+    assert predicted["changed"] is True and predicted["plan"]["available"] is True
+    kernel = "\n".join(predicted["plan"]["kernel_diff"].values())
+    assert any(ln.startswith("+") and "192.168.200.0/24" in ln and "tproxy" in ln for ln in kernel.splitlines()), kernel
+    assert routes_in_agent(fleet_lab) == stored
