@@ -203,3 +203,13 @@ def test_an_unreachable_target_leaves_the_interface_facts_empty_and_the_answer_2
     svc = api.post("/v1/services", json={"target_peer_id": peer_b, "requires_interface": True}).get_json()
     resp = api.get(f"/v1/services/{svc['id']}")  # peer_b's address 127.0.0.1:9 refuses connections
     assert resp.status_code == 200 and resp.get_json()["interface_mac"] is None
+
+
+def test_a_kcp_service_is_created_with_a_warning_header_that_it_carries_nothing_yet(api, peer_b):
+    kcp = api.post("/v1/services", json={"target_peer_id": peer_b, "transport_type": "kcp"})
+    assert kcp.status_code == 201
+    assert kcp.headers["Warning"].startswith('299 arctic "transport kcp is not carried by this agent')
+    updated = api.put(f"/v1/services/{kcp.get_json()['id']}", json={"bandwidth_limit_mbps": 10})
+    assert updated.status_code == 200 and "transport kcp" in updated.headers["Warning"]
+    tcp = api.post("/v1/services", json={"target_peer_id": peer_b})
+    assert tcp.status_code == 201 and "Warning" not in tcp.headers

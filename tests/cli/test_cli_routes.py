@@ -60,6 +60,15 @@ def test_invalid_cidr_from_the_agent_is_reported(api: FakeAgent, run_cli) -> Non
     assert res.err.startswith("Error: invalid CIDR notation")
 
 
+def test_an_invalid_cidr_is_reported_under_the_flag_the_operator_typed(api: FakeAgent, run_cli) -> None:
+    api.on("POST", BASE, {"error": "routes.0.source_cidr '10.1.2.3/8' has host bits set: the network address must "
+                                   "match the mask, use 10.0.0.0/8", "code": "INVALID_CIDR"}, status=400)
+    res = run_cli("routes", "add", "--service", SVC, "--source-cidr", "10.1.2.3/8", "--priority", "1")
+    assert res.code == 1
+    assert res.err.splitlines()[0] == ("Error: invalid CIDR notation: --source-cidr '10.1.2.3/8' has host bits set: "
+                                       "the network address must match the mask, use 10.0.0.0/8")
+
+
 def test_list_keeps_the_agent_order(api: FakeAgent, run_cli) -> None:
     api.on("GET", BASE, [
         {"id": 7, "priority": 200, "source_cidr": "10.1.0.0/16", "dest_cidr": "192.168.100.0/24"},

@@ -61,4 +61,7 @@ def forward_to(owner_peer_id: str) -> Response | None:
             runtime.gossiper.sync_with(peer)
         except Exception as err:  # noqa: BLE001 - replication will catch up on its own
             log.warning("read-your-write sync with owner failed", owner=peer.id, error=str(err))
-    return Response(resp.content, status=resp.status_code, content_type=resp.headers.get("Content-Type"))
+    forwarded = Response(resp.content, status=resp.status_code, content_type=resp.headers.get("Content-Type"))
+    if resp.headers.get("Warning"):
+        forwarded.headers["Warning"] = resp.headers["Warning"]  # the owner's notices reach the caller too
+    return forwarded

@@ -7,10 +7,12 @@ once per process and reusing it), agent error bodies (-> ``ApiCallError``) and c
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+import click
 import requests
 
 from arctic.cli.errors import ApiCallError, ConfigError, ConnectionFailed
@@ -21,6 +23,7 @@ __all__ = ["ApiCallError", "ApiClient", "ConnectionFailed", "SESSION_FACTORY", "
 SESSION_FACTORY: Callable[[], Any] = requests.Session
 
 RECOVERY_HEADER = "X-Arctic-Recovery"
+_WARNING = re.compile(r'\d{3} \S+ "((?:[^"\\]|\\.)*)"')  # RFC 7234 warning-value: code agent "text"
 TOKEN_PATH = "/v1/oauth/token"
 
 
@@ -43,6 +46,12 @@ def _connection_message(exc: BaseException, url: str) -> str:
     if "no route to host" in text:
         return "no route to host"
     return f"cannot connect to {url}: {exc.__class__.__name__}"
+
+
+def warnings_of(resp: Any) -> list[str]:
+    """The texts of the agent's ``Warning`` headers (a write that succeeded but deserves a notice)."""
+    header = getattr(resp, "headers", {}).get("Warning") or ""
+    return [match.group(1) for match in _WARNING.finditer(header)]
 
 
 def _error_from_response(resp: Any) -> ApiCallError:
@@ -164,6 +173,8 @@ class ApiClient:
             resp = self._send(method, path, params=params, json=json, data=data, headers=headers)
         if resp.status_code >= 400:
             raise _error_from_response(resp)
+        for text in warnings_of(resp):
+            click.echo(f"Warning: {text}", err=True)
         if resp.status_code == 204 or not resp.content:
             return None
         try:

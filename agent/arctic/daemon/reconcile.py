@@ -35,6 +35,7 @@ from typing import Any
 from arctic.config import AgentConfig
 from arctic.daemon import rendering
 from arctic.daemon.dataplane_supervisor import DataplaneSupervisor
+from arctic.dataplane.config import uncarried_transport_warning
 from arctic.logs import get_logger
 from arctic.netconf.applier import KernelApplier
 from arctic.netconf.errors import DesiredStateError, NetconfError
@@ -201,7 +202,7 @@ class ReconcileWorker:
         self.last: RunReport | None = None
         self._qos_applied = ""
         self._bind_addresses: dict[str, str | None] = {}
-        self._kcp_warned: set[str] = set()
+        self._transport_warned: set[str] = set()
         self._interval = max(1.0, float(self.config.reconcile_interval))
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -292,14 +293,13 @@ class ReconcileWorker:
             return report
 
     def _warn_uncarried_transports(self, view: rendering.LocalView) -> None:
-        """Say once per service that a ``kcp`` service's connections are refused (reset): the API accepts the
-        transport (it is part of the documented model) but this data plane carries TCP tunnels only."""
+        """Say once per service why a service of a transport the data plane does not carry (kcp) gets its
+        connections reset: the API accepts the transport, it is part of the documented model."""
         for service in view.services:
-            if service.transport_type == "kcp" and service.id not in self._kcp_warned:
-                self._kcp_warned.add(service.id)
-                tlog.warning("service uses transport kcp, which this agent's data plane does not carry yet: "
-                             "connections matching its routes are reset (use --transport tcp)",
-                             service_id=service.id)
+            warning = uncarried_transport_warning(service.transport_type)
+            if warning and service.id not in self._transport_warned:
+                self._transport_warned.add(service.id)
+                tlog.warning(warning, service_id=service.id)
 
     def _apply_netconf(self, view: rendering.LocalView, report: RunReport) -> list[InterfaceStatus]:
         desired = rendering.desired_state(view, self.config)

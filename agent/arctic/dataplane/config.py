@@ -23,7 +23,16 @@ from arctic.domain.cidr import CidrError, parse_network
 from arctic.ids import parse_id
 
 ENCRYPTIONS = ("tls", "none")
-TRANSPORTS = ("tcp", "kcp")
+TRANSPORTS = ("tcp", "kcp")  # what a service may declare (the documented model)
+CARRIED_TRANSPORTS = ("tcp",)  # what this data plane carries; the others are intercepted and reset
+
+
+def uncarried_transport_warning(transport: str) -> str | None:
+    """The operator-facing reason a service of ``transport`` carries nothing yet (None when it is carried)."""
+    if transport in CARRIED_TRANSPORTS:
+        return None
+    return (f"transport {transport} is not carried by this agent's data plane yet: connections matching this "
+            "service's routes are reset (use transport tcp)")
 
 
 class ConfigError(ValueError):

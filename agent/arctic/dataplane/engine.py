@@ -34,7 +34,7 @@ from arctic.logs import SubsystemLogger, get_logger
 from . import netsock, tls
 from .admission import TIMESTAMP_WINDOW_MS, Refused, admit
 from .channels import PlainChannel, StreamClosed, TlsChannel, TruncatedStream
-from .config import ConfigError, DataplaneConfig, PeerConfig, default_stats_path, load_config
+from .config import CARRIED_TRANSPORTS, ConfigError, DataplaneConfig, PeerConfig, default_stats_path, load_config
 from .header import (
     PREFIX,
     STATUS_CONNECT_FAILED,
@@ -332,7 +332,7 @@ class Dataplane:
                 raise ConnectionRefused("no_route", "no route of any service matches")
             route, service = match
             service_id = service.id
-            if service.transport_type != "tcp":
+            if service.transport_type not in CARRIED_TRANSPORTS:
                 raise ConnectionRefused("transport_unavailable",
                                         f"transport {service.transport_type} is not served by this data plane")
             peer = cfg.peers.get(service.target_peer_id)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +56,23 @@ def route_table(routes: list[dict[str, Any]]) -> str:
         ["ID", "PRIORITY", "SOURCE CIDR", "DEST CIDR"],
         [[r.get("id"), r.get("priority"), r.get("source_cidr"), r.get("dest_cidr")] for r in routes],
     )
+
+
+_FLAG_OF_FIELD = {"source_cidr": "--source-cidr", "dest_cidr": "--dest-cidr",
+                  "desired_ipv4_cidr": "--desired-ipv4", "desired_ipv6_cidr": "--desired-ipv6"}
+_FIELD_PATH = re.compile(r"\b(?:routes\.\d+\.)?(" + "|".join(_FLAG_OF_FIELD) + r")\b")
+
+
+@contextlib.contextmanager
+def cidr_errors_name_the_flags() -> Iterator[None]:
+    """The agent names a bad CIDR by its JSON path (``routes.0.source_cidr``); the operator typed a flag
+    (``--source-cidr``), so the CLI says that, after the documented ``invalid CIDR notation``."""
+    try:
+        yield
+    except ApiCallError as err:
+        if err.code != "INVALID_CIDR":
+            raise
+        text = _FIELD_PATH.sub(lambda m: _FLAG_OF_FIELD[m.group(1)], str(err))
+        if not text.startswith("invalid CIDR notation"):
+            text = f"invalid CIDR notation: {text}"
+        raise ApiCallError(err.status, err.code, text) from None

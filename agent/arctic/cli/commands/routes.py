@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from arctic.cli.commands._shared import route_table
+from arctic.cli.commands._shared import cidr_errors_name_the_flags, route_table
 from arctic.cli.context import CliState, common_options, confirm_destructive, pass_state, yes_option
 from arctic.cli.errors import UsageProblem
 
@@ -57,7 +57,8 @@ def add_route(
         route["source_cidr"] = source_cidr
     if dest_cidr:
         route["dest_cidr"] = dest_cidr
-    result = state.client().post(f"/v1/services/{service_id}/routes", json={"routes": [route]})
+    with cidr_errors_name_the_flags():
+        result = state.client().post(f"/v1/services/{service_id}/routes", json={"routes": [route]})
     ids = list(result.get("route_ids") or []) if isinstance(result, dict) else []
     count = result.get("count", len(ids)) if isinstance(result, dict) else len(ids)
     out = state.output()
@@ -95,7 +96,8 @@ def update_route(
         body["dest_cidr"] = dest_cidr
     if not body:
         raise UsageProblem("nothing to update: give at least one of --priority, --source-cidr, --dest-cidr")
-    result = state.client().put(f"/v1/services/{service_id}/routes/{route_id}", json=body)
+    with cidr_errors_name_the_flags():
+        result = state.client().put(f"/v1/services/{service_id}/routes/{route_id}", json=body)
     out = state.output()
     if out.machine:
         out.emit(result)

@@ -7,7 +7,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from arctic.cli.commands._shared import name_or_id, peer_names, route_table
+from arctic.cli.commands._shared import cidr_errors_name_the_flags, name_or_id, peer_names, route_table
 from arctic.cli.context import CliState, common_options, confirm_destructive, pass_state, yes_option
 from arctic.cli.errors import UsageProblem
 from arctic.cli.output import format_timestamp, render_kv, render_table, yes_no
@@ -192,7 +192,8 @@ def create_service(state: CliState, target_peer: str, **flags: Any) -> None:
             continue
         body[FIELD_OF[flag]] = value
     client = state.client()
-    svc = client.post("/v1/services", json=body)
+    with cidr_errors_name_the_flags():
+        svc = client.post("/v1/services", json=body)
     out = state.output()
     if out.machine:
         out.emit(svc)
@@ -220,7 +221,8 @@ def update_service(ctx: click.Context, state: CliState, service_id: str, **flags
             "--desired-ipv4, --desired-ipv6, --fully-transparent, --bandwidth-limit"
         )
     client = state.client()
-    svc = client.put(f"/v1/services/{service_id}", json=body)
+    with cidr_errors_name_the_flags():
+        svc = client.put(f"/v1/services/{service_id}", json=body)
     out = state.output()
     if out.machine:
         out.emit(svc)
