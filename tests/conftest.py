@@ -6,6 +6,7 @@ import os
 
 import pytest
 from agentkit import AgentProcess, Issuer
+from strict_skips import pytest_runtest_makereport  # noqa: F401 - the hook: no silent skips under make test
 
 
 def pytest_collection_modifyitems(config, items):

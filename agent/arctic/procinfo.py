@@ -27,3 +27,11 @@ def process_cmdline(pid: int) -> list[str]:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return []
+
+
+def is_same_process(pid: int, start_time: object, *argv_parts: str) -> bool:
+    """``pid`` is still the process we recorded: same start time, and its argv names every one of ``argv_parts``."""
+    if process_start_time(pid) != start_time:
+        return False
+    argv = process_cmdline(pid)
+    return all(part in argv for part in argv_parts)

@@ -35,23 +35,19 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "bench"), str(ROOT / "agent")]
 
+from compare import ARCTIC_ROUTE, ORDER, PHASES, paired_median_ratio  # noqa: E402
 from harness import Lab, Transit, tcp_connect, transit  # noqa: E402
 from harness.arcticlab import ArcticPair, route_s2_directly, wait_until  # noqa: E402
-from ratios import paired_median_ratio  # noqa: E402
 from throughput.haproxy_pair import HaproxyPair, Relay  # noqa: E402
 
 IPERF_PORT = 5201
 HA_PLAIN_FRONT, HA_PLAIN_PEER, HA_TLS_FRONT, HA_TLS_PEER = 7101, 7201, 7102, 7202
-ARCTIC_ROUTE = "192.168.100.0/24"
-PHASES = (("none", "arctic-plain", ("direct", "haproxy-plain")),
-          ("tls", "arctic-tls", ("direct", "haproxy-tls")))
 RATIOS = (  # (numerator, denominator, target or None for information only)
     ("arctic-plain", "direct", 0.8),
     ("arctic-tls", "haproxy-tls", 1.0),
     ("arctic-plain", "haproxy-plain", None),
     ("arctic-tls", "direct", None),
 )
-ORDER = ("direct", "haproxy-plain", "haproxy-tls", "arctic-plain", "arctic-tls")
 
 
 @dataclass

@@ -1,13 +1,17 @@
-"""The address rules that keep lab traffic inside the lab.
+"""The rules that keep the lab inside the lab.
 
 Every address, route and gateway the harness configures passes through here first, so a typo such as
-``192.168.1.1/24`` (a real home LAN) is refused before any kernel state changes.
+``192.168.1.1/24`` (a real home LAN) is refused before any kernel state changes; and lab tests check with
+``root_namespace_untouched`` that the root namespace looks the same after them as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
+import subprocess
+from collections.abc import Iterator
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -89,3 +93,24 @@ def check_ifname(name: str) -> str:
     if not _IFNAME.match(name):
         raise LabSafetyError(f"interface name {name!r} must be 1-15 characters of A-Z a-z 0-9 . _ -")
     return name
+
+
+def root_namespace_state() -> dict[str, str]:
+    """What Arctic or the lab could change in the root namespace (read-only commands; nothing is sent)."""
+    def out(*argv: str) -> str:
+        return subprocess.run(list(argv), capture_output=True, text=True, timeout=30).stdout
+
+    links = sorted(line.split(":")[1].strip().split("@")[0] for line in out("ip", "-o", "link").splitlines())
+    return {"nft tables": out("nft", "list", "tables"), "ip rule": out("ip", "rule"),
+            "ip -6 rule": out("ip", "-6", "rule"), "links": " ".join(links),
+            "table 61080": out("ip", "route", "show", "table", "61080"), "tc qdisc": out("tc", "qdisc", "show")}
+
+
+@contextlib.contextmanager
+def root_namespace_untouched(during: str) -> Iterator[None]:
+    """Assert that the root namespace's rules, tables, links and qdiscs are the same after ``during`` as before."""
+    before = root_namespace_state()
+    yield
+    after = root_namespace_state()
+    changed = [key for key in before if before[key] != after[key]]
+    assert not changed, f"the root namespace changed during {during}: {', '.join(changed)}"

@@ -9,10 +9,11 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from abc import ABC, abstractmethod
 from typing import Any
 
 
-class LabServer:
+class LabServer(ABC):
     def __init__(self, host: Any, ip: str, port: int, *, backlog: int = 1024) -> None:
         self.sock: socket.socket = host.call(self._listen, ip, port, backlog)
         self.accepted: list[tuple[str, int]] = []
@@ -27,8 +28,9 @@ class LabServer:
         sock.listen(backlog)
         return sock
 
+    @abstractmethod
     def handle(self, conn: socket.socket, peer: tuple) -> None:
-        raise NotImplementedError
+        """Serve one accepted connection (a 60 s socket timeout is set; OSError ends it quietly)."""
 
     def count(self) -> int:
         """Connections accepted so far."""

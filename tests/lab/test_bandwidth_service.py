@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from harness import Host, Lab, transit
+from harness import Host, Lab, root_namespace_untouched, transit
 from harness.arcticlab import ArcticPair, wait_until
 
 pytestmark = pytest.mark.lab
@@ -169,12 +169,6 @@ def _greeted(ip: str) -> bool:
         return False
 
 
-def _root_snapshot() -> tuple[str, ...]:
-    def out(*argv: str) -> str:
-        return subprocess.run(list(argv), capture_output=True, text=True, timeout=30).stdout
-    return out("nft", "list", "tables"), out("ip", "rule"), out("tc", "qdisc", "show")
-
-
 @dataclass
 class Shaped:
     """What one agent's kernel holds for one service: its class block on the interface towards the other peer."""
@@ -257,8 +251,7 @@ class BandwidthLab:
 
 @pytest.fixture(scope="module")
 def bw() -> Iterator[BandwidthLab]:
-    root_before = _root_snapshot()
-    with Lab(prefix="arbw") as lab:
+    with root_namespace_untouched("the bandwidth tests"), Lab(prefix="arbw") as lab:
         t = transit(lab)
         with ArcticPair.start(t) as pair:
             for host, ip in ((t.s1, S1), (t.s2, S2)):
@@ -270,7 +263,6 @@ def bw() -> Iterator[BandwidthLab]:
             finally:
                 for sock in greeters:
                     sock.close()
-    assert _root_snapshot() == root_before, "the root namespace changed during the bandwidth tests"
 
 
 @pytest.fixture(autouse=True)

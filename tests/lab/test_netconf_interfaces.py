@@ -24,7 +24,7 @@ from arctic.netconf.errors import InterfaceError  # noqa: E402
 from arctic.netconf.interfaces import InterfaceSpec  # noqa: E402
 from arctic.netconf.naming import interface_mac, interface_name  # noqa: E402
 from arctic.netconf.reconciler import Reconciler  # noqa: E402
-from harness import Host, Lab, ping  # noqa: E402
+from harness import Host, Lab, ping, root_namespace_untouched  # noqa: E402
 
 pytestmark = pytest.mark.lab
 
@@ -32,18 +32,10 @@ SVC = "svc_01HSERVICEINTERFACE000000"
 NAME = interface_name(SVC)
 
 
-def _root_snapshot() -> tuple[str, ...]:
-    def out(*argv: str) -> str:
-        return subprocess.run(list(argv), capture_output=True, text=True, timeout=30).stdout
-    links = sorted(line.split(":")[1].strip().split("@")[0] for line in out("ip", "-o", "link").splitlines())
-    return out("nft", "list", "tables"), out("ip", "rule"), " ".join(links)
-
-
 @pytest.fixture(autouse=True)
-def root_namespace_untouched() -> Iterator[None]:
-    before = _root_snapshot()
-    yield
-    assert _root_snapshot() == before, "the root namespace changed during a netconf lab test"
+def root_namespace_is_left_alone() -> Iterator[None]:
+    with root_namespace_untouched("a netconf lab test"):
+        yield
 
 
 @dataclass

@@ -7,7 +7,6 @@ A guard checks that the root namespace's rules, tables and links are exactly as 
 from __future__ import annotations
 
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -24,26 +23,17 @@ from arctic.netconf.applier import KernelApplier  # noqa: E402
 from arctic.netconf.desired import DesiredState, RouteSpec, ServiceSpec  # noqa: E402
 from arctic.netconf.errors import NftError  # noqa: E402
 from arctic.netconf.reconciler import Reconciler  # noqa: E402
-from harness import Host, Lab, transit  # noqa: E402
+from harness import Host, Lab, root_namespace_untouched, transit  # noqa: E402
 
 pytestmark = pytest.mark.lab
 
 A, B = "svc_01HAAAAAAAAAAAAAAAAAAAAAAA", "svc_01HBBBBBBBBBBBBBBBBBBBBBBB"
 
 
-def _root_snapshot() -> tuple[str, ...]:
-    def out(*argv: str) -> str:
-        return subprocess.run(list(argv), capture_output=True, text=True, timeout=30).stdout
-    links = sorted(line.split(":")[1].strip().split("@")[0] for line in out("ip", "-o", "link").splitlines())
-    return (out("nft", "list", "tables"), out("ip", "rule"), out("ip", "-6", "rule"), " ".join(links),
-            out("ip", "route", "show", "table", "61080"))
-
-
 @pytest.fixture(autouse=True)
-def root_namespace_untouched() -> Iterator[None]:
-    before = _root_snapshot()
-    yield
-    assert _root_snapshot() == before, "the root namespace changed during a netconf lab test"
+def root_namespace_is_left_alone() -> Iterator[None]:
+    with root_namespace_untouched("a netconf lab test"):
+        yield
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pytest
-from harness import Host, Lab, http, transit
+from harness import Host, Lab, http, root_namespace_untouched, transit
 from harness.arcticlab import ArcticPair, wait_until
 from harness.servers import LabServer
 
@@ -67,23 +67,22 @@ def talk(sock: socket.socket, dst: str, payload: bytes, *, src: str | None = Non
             sock.sendall(payload[offset:offset + (1 << 15)])
             if pace is not None:
                 pace(offset)
-        sock.shutdown(socket.SHUT_WR)
-        data = bytearray()
-        while chunk := sock.recv(1 << 16):
-            data += chunk
-    line, _, echo = bytes(data).partition(b"\n")
-    answer = json.loads(line)
+        answer, echo = whoami_answer(sock)
     answer["intact"] = (answer["sha256"] == hashlib.sha256(payload).hexdigest() and echo == payload)
     return answer
 
 
+def whoami_answer(sock: socket.socket) -> tuple[dict, bytes]:
+    """Half-close, read the WhoamiServer's answer to EOF: its JSON line and the bytes it echoed."""
+    sock.shutdown(socket.SHUT_WR)
+    data = bytearray()
+    while chunk := sock.recv(1 << 16):
+        data += chunk
+    line, _, echo = bytes(data).partition(b"\n")
+    return json.loads(line), echo
+
+
 # --- the cluster --------------------------------------------------------------------------------------------
-
-def _root_snapshot() -> tuple[str, ...]:
-    def out(*argv: str) -> str:
-        return subprocess.run(list(argv), capture_output=True, text=True, timeout=30).stdout
-    return out("nft", "list", "tables"), out("ip", "rule"), out("ip", "route", "show", "table", "61080")
-
 
 @dataclass
 class Cluster(ArcticPair):
@@ -142,8 +141,7 @@ class Cluster(ArcticPair):
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    root_before = _root_snapshot()
-    with Lab(prefix="arsvc") as lab:
+    with root_namespace_untouched("the service traffic tests"), Lab(prefix="arsvc") as lab:
         t = transit(lab)
         t.client_addr(CLIENT_B, 16)
         config = {"reconcile_interval": 5, "log_level": "info",
@@ -156,7 +154,6 @@ def cluster() -> Iterator[Cluster]:
             finally:
                 for server in c.servers:
                     server.close()
-    assert _root_snapshot() == root_before, "the root namespace changed during the service traffic tests"
 
 
 @pytest.fixture(autouse=True)
@@ -389,12 +386,7 @@ def stream_until(sock: socket.socket, stop: threading.Event, *, extra_chunks: in
                 if after >= extra_chunks:
                     break
             time.sleep(0.05)
-        sock.shutdown(socket.SHUT_WR)
-        data = bytearray()
-        while chunk := sock.recv(1 << 16):
-            data += chunk
-    line, _, echo = bytes(data).partition(b"\n")
-    answer = json.loads(line)
+        answer, echo = whoami_answer(sock)
     answer["intact"] = answer["sha256"] == digest.hexdigest() and echo == sent
     answer["sent_after_restart"] = after
     return answer
@@ -448,12 +440,8 @@ def test_a_thousand_concurrent_connections_arrive_intact(cluster):
             connected.wait()
             go.wait(60)
             sock.sendall(payloads[i])
-            sock.shutdown(socket.SHUT_WR)
-            data = bytearray()
-            while chunk := sock.recv(1 << 16):
-                data += chunk
-        line, _, echo = bytes(data).partition(b"\n")
-        return json.loads(line)["sha256"] == hashlib.sha256(payloads[i]).hexdigest() and echo == payloads[i]
+            answer, echo = whoami_answer(sock)
+        return answer["sha256"] == hashlib.sha256(payloads[i]).hexdigest() and echo == payloads[i]
 
     with ThreadPoolExecutor(max_workers=count) as pool:
         futures = [pool.submit(one, i) for i in range(count)]

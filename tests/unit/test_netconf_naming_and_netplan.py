@@ -7,9 +7,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from arctic.fileutil import replace_private_file
 from arctic.netconf.interfaces import InterfaceSpec
 from arctic.netconf.naming import interface_mac, interface_name, is_owned_name
-from arctic.netconf.netplan import render_netplan, write_netplan
+from arctic.netconf.netplan import render_netplan
 
 SVC = "svc_01HZXQ3M4K5N6P7R8S9T0V1W2X"
 
@@ -52,7 +53,7 @@ def test_netplan_without_service_interfaces_is_an_empty_network():
 @pytest.mark.skipif(shutil.which("netplan") is None, reason="netplan is not installed")
 def test_netplan_generate_accepts_the_rendered_file(tmp_path: Path):
     conf = tmp_path / "etc" / "netplan" / "60-arctic.yaml"
-    assert write_netplan(conf, render_netplan([spec(SVC, "192.168.100.10/24"), spec("svc_dhcp", None)]))
+    assert replace_private_file(conf, render_netplan([spec(SVC, "192.168.100.10/24"), spec("svc_dhcp", None)]))
     assert conf.stat().st_mode & 0o777 == 0o600
     proc = subprocess.run(["netplan", "generate", "--root-dir", str(tmp_path)], capture_output=True, text=True,
                           timeout=60)
@@ -63,8 +64,8 @@ def test_netplan_generate_accepts_the_rendered_file(tmp_path: Path):
     assert "DHCP=ipv4" in dhcp and "UseRoutes=false" in dhcp
 
 
-def test_write_netplan_reports_whether_anything_changed(tmp_path: Path):
+def test_writing_the_netplan_file_reports_whether_anything_changed(tmp_path: Path):
     path = tmp_path / "arctic.yaml"
-    assert write_netplan(path, "a: 1\n") is True
-    assert write_netplan(path, "a: 1\n") is False
-    assert write_netplan(path, "a: 2\n") is True and path.read_text() == "a: 2\n"
+    assert replace_private_file(path, "a: 1\n") is True
+    assert replace_private_file(path, "a: 1\n") is False
+    assert replace_private_file(path, "a: 2\n") is True and path.read_text() == "a: 2\n"

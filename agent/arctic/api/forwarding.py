@@ -23,20 +23,19 @@ log = get_logger("api")
 FORWARD_HEADER = "X-Arctic-Forwarded-By"
 
 
-def _is_service_delete() -> bool:
-    return request.method == "DELETE" and request.url_rule is not None \
-        and request.url_rule.rule == "/v1/services/<service_id>"
+def forward_to(owner_peer_id: str, *, local_if_owner_left: bool = False) -> Response | None:
+    """Forward the current request to ``owner_peer_id`` unless that is this agent (then None).
 
-
-def forward_to(owner_peer_id: str) -> Response | None:
-    """Forward the current request to ``owner_peer_id`` unless that is this agent (then None)."""
+    ``local_if_owner_left``: when the owner was revoked or removed itself, handle the request here instead
+    (None) of refusing it; only deleting such a peer's services may do so (see the module docstring).
+    """
     runtime = agent()
     if owner_peer_id == runtime.local_peer_id:
         return None
     peer = repo.get_peer(runtime.db.read(), owner_peer_id)
-    if peer is not None and peer.state in ("revoked", "deactivated") and _is_service_delete():
-        return None  # the owner left: any agent may delete its services (replication accepts the tombstone)
-    if peer is None or peer.state in ("revoked", "deactivated"):
+    if peer is not None and not peer.is_member and local_if_owner_left:
+        return None
+    if peer is None or not peer.is_member:
         raise ApiError(f"owner peer {owner_peer_id} is not an active member of this cluster",
                        code="PEER_UNREACHABLE", status=422)
     if request.headers.get(FORWARD_HEADER):

@@ -45,11 +45,7 @@ def _observed_by(runtime, target_peer_id: str) -> dict[str, dict]:
     """The target peer's own view of its interface services, by id ({} when it cannot be asked)."""
     conn = runtime.db.read()
     peer = repo.get_peer(conn, target_peer_id)
-    if peer is None or peer.state != "active":
-        return {}
-    unreachable = conn.execute("SELECT 1 FROM peer_health WHERE peer_id = ? AND reachable = 0",
-                               (target_peer_id,)).fetchone()
-    if unreachable:
+    if peer is None or not peer.is_member or peer.id in repo.unreachable_peer_ids(conn):
         return {}
     headers = {FORWARD_HEADER: runtime.local_peer_id, "Authorization": request.headers["Authorization"]}
     try:

@@ -37,10 +37,6 @@ class PeerQuery(Schema):
     is_local = fields.Boolean()
 
 
-def _unreachable_ids(conn) -> set[str]:
-    return {r[0] for r in conn.execute("SELECT peer_id FROM peer_health WHERE reachable = 0").fetchall()}
-
-
 def _peer_view(peer, unreachable: set[str]) -> dict:
     """The replicated record, with ``state`` showing ``unreachable`` when this agent cannot reach it."""
     out = peer.to_api()
@@ -53,14 +49,14 @@ def _peer_view(peer, unreachable: set[str]) -> dict:
 @endpoint("List peers", scope=scope_rules.PEERS_READ, query=PeerQuery, response=PeerSchema, many=True)
 def list_peers():
     conn = agent().db.read()
-    unreachable = _unreachable_ids(conn)
+    unreachable = repo.unreachable_peer_ids(conn)
     return [_peer_view(p, unreachable) for p in repo.list_peers(conn, parse_bool_arg("is_local"))]
 
 
 @bp.get("/v1/peers/<peer_id>")
 @endpoint("Get a peer", scope=scope_rules.PEERS_READ, response=PeerSchema, errors=(404,))
 def get_peer(peer_id: str):
-    return _peer_view(find_peer(peer_id), _unreachable_ids(agent().db.read()))
+    return _peer_view(find_peer(peer_id), repo.unreachable_peer_ids(agent().db.read()))
 
 
 class PeerAdd(Schema):

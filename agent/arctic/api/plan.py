@@ -14,7 +14,6 @@ the diff covers nftables, policy routing, service interfaces, shaping and the da
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,10 +23,11 @@ from marshmallow import Schema, fields, validate
 from arctic.api.endpoint import agent, endpoint
 from arctic.api.fields import StrictInteger, StrictString
 from arctic.api.lookup import find_peer
-from arctic.api.routes import RouteInput, RoutesAdd, RouteUpdate, check_route_rules
-from arctic.api.services import DEFAULTS, ServiceCreate, ServiceUpdate, check_service_rules
+from arctic.api.routes import RouteInput, RouteUpdate, check_route_rules, load_route_batch, merged_route, route_seq
+from arctic.api.services import DEFAULTS, ServiceCreate, ServiceUpdate, check_service_rules, checked_update
 from arctic.api.validation import json_body, load
 from arctic.auth import scopes as scope_rules
+from arctic.cluster import limits
 from arctic.daemon import rendering
 from arctic.daemon.reconcile import Preview, compare, offline_reconciler, preview
 from arctic.errors import AlreadyExists, ApiError, InvalidRequest, MissingField, NotFound
@@ -107,10 +107,6 @@ class Draft:
         return found
 
 
-def _seq() -> int:
-    return time.time_ns() // 1000
-
-
 def _body(change: dict) -> dict:
     body = change.get("body")
     return {} if body is None else body
@@ -129,8 +125,7 @@ def _service_create(draft: Draft, change: dict) -> None:
     check_service_rules(svc)
     _check_name(draft, svc["name"])
     if len(draft.services) >= draft.max_services:
-        raise ApiError(f"licence allows {draft.max_services} services and all are in use: delete unused services or "
-                       "upgrade the licence ('arctic license show')", code="SERVICE_LIMIT_EXCEEDED", status=422)
+        raise limits.SERVICE.refusal(len(draft.services), draft.max_services)
     sid = new_id("svc")
     draft.services[sid] = Service(
         id=sid, name=svc["name"], source_peer_id=svc["source_peer_id"], target_peer_id=svc["target_peer_id"],
@@ -146,13 +141,7 @@ def _service_create(draft: Draft, change: dict) -> None:
 
 def _service_update(draft: Draft, change: dict) -> None:
     current = draft.service(change.get("service_id"), change["op"])
-    data = load(ServiceUpdate(), _body(change), partial=True)
-    for key in ("source_peer_id", "target_peer_id"):
-        if key in data and parse_id("peer", data[key]) != getattr(current, key):
-            raise InvalidRequest(f"{key} cannot be changed; create a new service instead")
-        data.pop(key, None)
-    merged = {k: getattr(current, k) for k in (*DEFAULTS, "source_peer_id", "target_peer_id")} | data
-    check_service_rules(merged)
+    data = checked_update(current, load(ServiceUpdate(), _body(change), partial=True))
     if data.get("name") != current.name:
         _check_name(draft, data.get("name"), current.id)
     for key, value in data.items():
@@ -164,25 +153,26 @@ def _service_delete(draft: Draft, change: dict) -> None:
     del draft.services[draft.service(change.get("service_id"), change["op"]).id]
 
 
+def _single_route(body: dict) -> dict:
+    """One route given on its own (``{"dest_cidr": ..., "priority": ...}``), checked like a batch entry."""
+    route = load(RouteInput(), body)
+    check_route_rules(route)
+    return route
+
+
 def _route_add(draft: Draft, change: dict) -> None:
     body = _body(change)
-    if "routes" in body:
-        if not isinstance(body["routes"], list) or not body["routes"]:
-            raise InvalidRequest('body needs a non-empty "routes" array')
-        routes = load(RoutesAdd(), body)["routes"]
-    else:
-        routes = [load(RouteInput(), body)]
+    routes = load_route_batch(body) if "routes" in body else [_single_route(body)]
     service = draft.service(change.get("service_id"), change["op"])
     taken = {(r.source_cidr, r.dest_cidr): r.id for r in service.routes}
     for index, route in enumerate(routes):
-        check_route_rules(route, f"routes[{index}]")
         key = (route.get("source_cidr"), route.get("dest_cidr"))
         if key in taken:
             raise AlreadyExists(f"route {taken[key]} of {service.id} already matches source {key[0] or 'any'} / "
                                 f"destination {key[1] or 'any'}; update it instead")
         taken[key] = service.next_route_id
         service.routes.append(Route(service.id, service.next_route_id, route["priority"], key[0], key[1],
-                                    _seq() + index, draft.now, draft.now))
+                                    route_seq() + index, draft.now, draft.now))
         service.next_route_id += 1
 
 
@@ -203,11 +193,12 @@ def _route_update(draft: Draft, change: dict) -> None:
     data = load(RouteUpdate(), _body(change), partial=True)
     if not data:
         raise InvalidRequest("nothing to update: give priority, source_cidr and/or dest_cidr")
-    merged = {"priority": route.priority, "source_cidr": route.source_cidr, "dest_cidr": route.dest_cidr} | data
-    check_route_rules(merged)
-    if any((r.source_cidr, r.dest_cidr) == (merged["source_cidr"], merged["dest_cidr"]) and r.id != route.id
-           for r in service.routes):
-        raise AlreadyExists(f"another route of {service.id} already has these CIDRs")
+    merged = merged_route(route, data)
+    clash = next((r.id for r in service.routes
+                  if (r.source_cidr, r.dest_cidr) == (merged["source_cidr"], merged["dest_cidr"]) and r.id != route.id),
+                 None)
+    if clash is not None:
+        raise AlreadyExists(f"route {clash} of {service.id} already has these CIDRs")
     route.priority, route.source_cidr, route.dest_cidr = merged["priority"], merged["source_cidr"], merged["dest_cidr"]
 
 
@@ -222,30 +213,19 @@ APPLY = {"service.create": _service_create, "service.update": _service_update, "
 
 # --- rendering ----------------------------------------------------------------------------------------------
 
-def _data_plane_enabled(runtime) -> bool:
-    return runtime.licence_state().data_plane_enabled
-
-
-def _render_current(runtime) -> tuple[rendering.LocalView, Preview]:
-    """This peer's view of the store now, rendered and compared with what is applied (or with nothing)."""
-    view = rendering.load_view(runtime.db.read(), runtime.local_peer_id, enabled=_data_plane_enabled(runtime))
+def _preview(runtime, view: rendering.LocalView) -> Preview:
+    """``view`` rendered and compared with what is applied (reconcile worker), or with nothing (no worker)."""
     worker = runtime.reconcile_worker
     if worker is not None:
-        return view, worker.preview(view)
-    return view, preview(offline_reconciler(), view, runtime.config, priorities={}, bind_addresses={},
-                         qos_before="", dataplane_before=None)
+        return worker.preview(view)
+    return preview(offline_reconciler(), view, runtime.config, priorities={}, bind_addresses={},
+                   qos_before="", dataplane_before=None)
 
 
-def _render_planned(runtime, draft: Draft) -> str:
-    view = rendering.build_view(draft.local_peer_id, draft.peers, draft.services.values(),
-                                enabled=_data_plane_enabled(runtime))
-    worker = runtime.reconcile_worker
-    if worker is not None:
-        return worker.preview(view).diff  # applied kernel -> planned
-    _, now = _render_current(runtime)  # nothing applied here: show current desired -> planned
-    planned = preview(offline_reconciler(), view, runtime.config, priorities={}, bind_addresses={},
-                      qos_before="", dataplane_before=None)
-    return compare(now, planned)
+def _render_planned(runtime, before: rendering.LocalView, planned: rendering.LocalView) -> str:
+    if runtime.reconcile_worker is not None:
+        return _preview(runtime, planned).diff  # applied kernel -> planned
+    return compare(_preview(runtime, before), _preview(runtime, planned))  # nothing applied: desired now -> planned
 
 
 @bp.get("/v1/plan")
@@ -253,8 +233,10 @@ def _render_planned(runtime, draft: Draft) -> str:
           scope=scope_rules.SERVICES_READ, response=PlanViewSchema)
 def current_plan():
     runtime = agent()
+    view = rendering.load_view(runtime.db.read(), runtime.local_peer_id,
+                               enabled=runtime.licence_state().data_plane_enabled)
     try:
-        _, shown = _render_current(runtime)
+        shown = _preview(runtime, view)
     except DesiredStateError as err:
         raise ApiError(f"the stored services cannot be rendered for this peer: {err}", code="INVALID_REQUEST",
                        status=422) from None
@@ -273,8 +255,9 @@ def plan_changes():
     runtime = agent()
     changes = load(PlanRequest(), json_body())["changes"]
     conn = runtime.db.read()
-    draft = Draft(local_peer_id=runtime.local_peer_id, peers=repo.list_peers(conn),
-                  services={s.id: copy.deepcopy(s) for s in repo.list_services(conn)},
+    peers, services = repo.list_peers(conn), repo.list_services(conn)
+    draft = Draft(local_peer_id=runtime.local_peer_id, peers=peers,
+                  services={s.id: copy.deepcopy(s) for s in services},
                   max_services=runtime.licence.max_services, now=to_rfc3339(runtime.clock()))
     errors = []
     for index, change in enumerate(changes):
@@ -284,8 +267,11 @@ def plan_changes():
             errors.append({"index": index, "op": change["op"], "code": err.code, "error": err.message})
     if errors:
         return {"valid": False, "errors": errors, "kernel_diff": {}}
+    enabled = runtime.licence_state().data_plane_enabled
+    before = rendering.build_view(draft.local_peer_id, peers, services, enabled=enabled)
+    planned = rendering.build_view(draft.local_peer_id, draft.peers, draft.services.values(), enabled=enabled)
     try:
-        diff = _render_planned(runtime, draft)
+        diff = _render_planned(runtime, before, planned)
     except DesiredStateError as err:
         return {"valid": False, "errors": [{"index": None, "op": None, "code": "INVALID_REQUEST",
                                             "error": f"the planned state cannot be rendered: {err}"}],

@@ -70,7 +70,31 @@ def check_route_rules(route: dict, where: str = "route") -> None:
                        code="INVALID_CIDR", status=400)
 
 
-def _seq() -> int:
+def load_route_batch(data: dict) -> list[dict]:
+    """The routes of ``{"routes": [...]}``, each valid, none repeated within the batch (all or nothing)."""
+    if not isinstance(data.get("routes"), list) or not data["routes"]:
+        raise InvalidRequest('body needs a non-empty "routes" array, e.g. {"routes": [{"dest_cidr": '
+                             '"192.168.100.0/24", "priority": 100}]}')
+    routes = load(RoutesAdd(), data)["routes"]
+    seen: set[tuple] = set()
+    for index, route in enumerate(routes):
+        check_route_rules(route, f"routes[{index}]")
+        key = (route.get("source_cidr"), route.get("dest_cidr"))
+        if key in seen:
+            raise InvalidRequest(f"routes[{index}] repeats source {key[0]} / destination {key[1]} within the batch")
+        seen.add(key)
+    return routes
+
+
+def merged_route(current, body: dict) -> dict:
+    """A route after a (partial) update, checked like a new one."""
+    merged = {"priority": current.priority, "source_cidr": current.source_cidr, "dest_cidr": current.dest_cidr} | body
+    check_route_rules(merged)
+    return merged
+
+
+def route_seq() -> int:
+    """Insertion order of a route (microseconds): the last precedence tie-break (DESIGN.md), also in dry runs."""
     return time.time_ns() // 1000
 
 
@@ -87,18 +111,7 @@ def list_routes(service_id: str):
           response=RoutesAdded, status=201, write=True, errors=(400, 404, 409, 422))
 def add_routes(service_id: str):
     runtime = agent()
-    data = json_body()
-    if not isinstance(data.get("routes"), list) or not data["routes"]:
-        raise InvalidRequest('body needs a non-empty "routes" array, e.g. {"routes": [{"dest_cidr": '
-                             '"192.168.100.0/24", "priority": 100}]}')
-    routes = load(RoutesAdd(), data)["routes"]
-    seen: set[tuple] = set()
-    for index, route in enumerate(routes):
-        check_route_rules(route, f"routes[{index}]")
-        key = (route.get("source_cidr"), route.get("dest_cidr"))
-        if key in seen:
-            raise InvalidRequest(f"routes[{index}] repeats source {key[0]} / destination {key[1]} within the batch")
-        seen.add(key)
+    routes = load_route_batch(json_body())
     forwarded = forward_to(find_service(service_id).source_peer_id)
     if forwarded is not None:
         return forwarded
@@ -113,7 +126,7 @@ def add_routes(service_id: str):
                                     f"{route.get('source_cidr') or 'any'} / destination "
                                     f"{route.get('dest_cidr') or 'any'}; update it instead")
             ids.append(repo.insert_route(tx, service.id, route["priority"], route.get("source_cidr"),
-                                         route.get("dest_cidr"), _seq(), now))
+                                         route.get("dest_cidr"), route_seq(), now))
     log.info("routes added", service_id=service.id, route_ids=ids)
     return {"route_ids": ids, "count": len(ids)}, 201
 
@@ -135,9 +148,7 @@ def update_route(service_id: str, route_id: int):
         if current is None:
             raise NotFound(f"route {route_id} not found in {service.id} "
                            f"(list them with 'arctic routes list --service {service.id}')")
-        merged = {"priority": current.priority, "source_cidr": current.source_cidr,
-                  "dest_cidr": current.dest_cidr} | body
-        check_route_rules(merged)
+        merged = merged_route(current, body)
         clash = repo.find_route_by_match(tx, service.id, merged["source_cidr"], merged["dest_cidr"])
         if clash is not None and clash != route_id:
             raise AlreadyExists(f"route {clash} of {service.id} already has these CIDRs")

@@ -23,7 +23,7 @@ from arctic.api.validation import json_body, load
 from arctic.auth import scopes as scope_rules
 from arctic.cluster import limits
 from arctic.dataplane.config import uncarried_transport_warning
-from arctic.errors import AlreadyExists, ApiError, InvalidRequest
+from arctic.errors import AlreadyExists, InvalidRequest
 from arctic.ids import new_id, parse_id
 from arctic.logs import get_logger
 from arctic.store import repository as repo
@@ -124,6 +124,20 @@ def _warn_if_uncarried(transport: str) -> None:
             return response
 
 
+def checked_update(current, body: dict) -> dict:
+    """``body`` of a service update without the peer ids, once the update is known to be allowed.
+
+    The peers of a service never change (a new service is needed), and the merged result must pass the same
+    rules as a new service. Shared with the dry run (``api/plan.py``) so both answer alike.
+    """
+    body = dict(body)
+    for key in ("source_peer_id", "target_peer_id"):
+        if key in body and parse_id("peer", body.pop(key)) != getattr(current, key):
+            raise InvalidRequest(f"{key} cannot be changed; create a new service instead")
+    check_service_rules({k: getattr(current, k) for k in (*DEFAULTS, "source_peer_id", "target_peer_id")} | body)
+    return body
+
+
 @bp.get("/v1/services")
 @endpoint("List services", scope=scope_rules.SERVICES_READ, query=ServiceQuery, response=ServiceSchema, many=True)
 def list_services():
@@ -165,10 +179,9 @@ def create_service():
         check_service_rules(svc)
         if svc["name"] and repo.find_service_by_name(conn, svc["name"]):
             raise AlreadyExists(f"a service named {svc['name']!r} already exists")
-        limit = runtime.licence.max_services
-        if repo.count_services(conn) >= limit:
-            raise ApiError(f"licence allows {limit} services and all are in use: delete unused services or "
-                           "upgrade the licence ('arctic license show')", code="SERVICE_LIMIT_EXCEEDED", status=422)
+        used, limit = repo.count_services(conn), runtime.licence.max_services
+        if used >= limit:
+            raise limits.SERVICE.refusal(used, limit)
 
     # Validate, then take a slot cluster-wide (the licence limit holds across agents, see
     # cluster/limits.py), then re-check and insert: no network call runs inside the write transaction.
@@ -195,12 +208,7 @@ def update_service(service_id: str):
         return forwarded
     with runtime.db.write() as tx:
         current = find_service(service_id, tx)
-        for key in ("source_peer_id", "target_peer_id"):
-            if key in body and parse_id("peer", body[key]) != getattr(current, key):
-                raise InvalidRequest(f"{key} cannot be changed; create a new service instead")
-            body.pop(key, None)
-        merged = {k: getattr(current, k) for k in (*DEFAULTS, "source_peer_id", "target_peer_id")} | body
-        check_service_rules(merged)
+        body = checked_update(current, body)
         if body.get("name") and body["name"] != current.name and repo.find_service_by_name(tx, body["name"]):
             raise AlreadyExists(f"a service named {body['name']!r} already exists")
         repo.update_service(tx, current.id, body, to_rfc3339(runtime.clock()))
@@ -214,7 +222,7 @@ def update_service(service_id: str):
 @endpoint("Delete a service and all its routes", scope=scope_rules.SERVICES_WRITE, write=True, errors=(404,))
 def delete_service(service_id: str):
     runtime = agent()
-    forwarded = forward_to(find_service(service_id).source_peer_id)
+    forwarded = forward_to(find_service(service_id).source_peer_id, local_if_owner_left=True)
     if forwarded is not None:
         return forwarded
     with runtime.db.write() as tx:

@@ -26,7 +26,6 @@ from arctic.timeutil import to_rfc3339, utcnow
 log = get_logger("cluster")
 UNREACHABLE_AFTER = 3
 MAX_BACKOFF = 60.0
-INACTIVE_STATES = ("revoked", "deactivated")
 PUSH_WORKERS = 8
 
 
@@ -80,10 +79,6 @@ class Gossiper:
         self._round_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=PUSH_WORKERS, thread_name_prefix="gossip-push")
         runtime.replicator.on_outbox = self.poke
-
-    @property
-    def bytes_sent(self) -> int:
-        return self.stats.bytes_sent
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -147,11 +142,11 @@ class Gossiper:
 
     # -- peers -------------------------------------------------------------------------------
     def _remote_peers(self):
-        return [p for p in repo.list_peers(self.runtime.db.read(), is_local=False) if p.state not in INACTIVE_STATES]
+        return [p for p in repo.list_peers(self.runtime.db.read(), is_local=False) if p.is_member]
 
     def _local_active(self) -> bool:
         me = repo.local_peer(self.runtime.db.read())
-        return me is not None and me.state not in INACTIVE_STATES
+        return me is not None and me.is_member
 
     def _due(self, peer_id: str) -> bool:
         row = self.runtime.db.read().execute("SELECT next_attempt FROM peer_health WHERE peer_id = ?",
@@ -212,7 +207,7 @@ class Gossiper:
         self.runtime.adopt_cluster_id(reply.get("cluster_id"))
         if reply.get("registry_hash") != mine:
             reply = self._send(peer, {"type": "digest", "digest": replicator.digest()})
-            records = [Envelope.from_wire(r) for r in reply.get("records") or []]
+            records = _parse_records(reply.get("records") or [], peer.id)
             if records:
                 self._note_candidates(records, peer.id)
                 replicator.accept(records, self.runtime.local_peer_id)
@@ -256,15 +251,7 @@ class Gossiper:
         sender = msg["sender"]
         runtime.adopt_cluster_id(msg.get("cluster_id"))
         reply: dict = {}
-        raw_records = msg.get("records") or []
-        if not isinstance(raw_records, list):
-            raise messages.MessageError("records must be a list")
-        envelopes = []
-        for raw in raw_records:
-            try:
-                envelopes.append(Envelope.from_wire(raw))
-            except (KeyError, ValueError, TypeError) as err:
-                log.warning("malformed replicated record refused", sender=sender, error=str(err))
+        envelopes = _parse_records(msg.get("records") or [], sender)
         self._note_candidates(envelopes, sender)
         if envelopes:
             runtime.replicator.accept(envelopes, runtime.local_peer_id)
@@ -291,3 +278,16 @@ class Gossiper:
                 conn.execute("INSERT OR IGNORE INTO peer_candidates (peer_id, address, public_key, learned_from,"
                              " learned_at) VALUES (?, ?, ?, ?, ?)",
                              (env.id, body["address"], body["public_key"], sender, to_rfc3339(utcnow())))
+
+
+def _parse_records(raw_records: object, sender: object) -> list[Envelope]:
+    """The replicated records of a message or reply; a malformed one is refused (and logged), not fatal."""
+    if not isinstance(raw_records, list):
+        raise messages.MessageError("records must be a list")
+    envelopes = []
+    for raw in raw_records:
+        try:
+            envelopes.append(Envelope.from_wire(raw))
+        except (KeyError, ValueError, TypeError) as err:
+            log.warning("malformed replicated record refused", sender=sender, error=str(err))
+    return envelopes

@@ -35,13 +35,9 @@ def _own_envelope(runtime) -> Envelope:
     return env
 
 
-def _active_peer_count(runtime) -> int:
-    return len([p for p in repo.list_peers(runtime.db.read()) if p.state not in ("revoked", "deactivated")])
-
-
 def _reserve_node(runtime, peer_id: str) -> None:
     """A new member takes a node slot: checked here first, then reserved cluster-wide (``limits``)."""
-    if _active_peer_count(runtime) + 1 > runtime.licence.max_nodes:
+    if len(limits.active_peers(runtime.db.read())) + 1 > runtime.licence.max_nodes:
         raise _fail(f"node limit reached ({runtime.licence.max_nodes} nodes)", "NODE_LIMIT_EXCEEDED")
     limits.reserve(runtime, limits.NODE, peer_id)
 

@@ -33,7 +33,6 @@ log = get_logger("cluster")
 RESERVATION_TTL = 120.0  # seconds a grant holds a slot before the record itself must count
 SAFE_ZONE_TTL = 900.0  # slots taken without the coordinator count against this peer this long
 RESERVE_TIMEOUT = 3.0
-INACTIVE_STATES = ("revoked", "deactivated")
 
 @dataclass(frozen=True)
 class SlotKind:
@@ -63,7 +62,7 @@ class Grant:
 
 
 def active_peers(conn) -> list:
-    return [p for p in repo.list_peers(conn) if p.state not in INACTIVE_STATES]
+    return [p for p in repo.list_peers(conn) if p.is_member]
 
 
 def coordinator(conn):
@@ -77,7 +76,7 @@ def _holds_slot(conn, kind: SlotKind, record_id: str) -> bool:
     if kind is SERVICE:
         return conn.execute("SELECT 1 FROM services WHERE id = ?", (record_id,)).fetchone() is not None
     peer = repo.get_peer(conn, record_id)
-    return peer is not None and peer.state not in INACTIVE_STATES
+    return peer is not None and peer.is_member
 
 
 _PENDING_SQL = {
@@ -162,7 +161,7 @@ def _ask(runtime, coord, kind: SlotKind, record_id: str, limit: int, redirects: 
             _local_grant(runtime, kind, record_id, limit)
             return None
         target = repo.get_peer(runtime.db.read(), redirect)
-        if target is not None and target.state not in INACTIVE_STATES:
+        if target is not None and target.is_member:
             return _ask(runtime, target, kind, record_id, limit, redirects - 1)
         return f"it names {redirect} as coordinator, a peer this agent does not know yet"
     raise kind.refusal(msg.get("used", "?"), msg.get("limit", limit))

@@ -117,7 +117,6 @@ def parse_rank(value: object) -> tuple | None:
     return (bool(final), version, bool(deleted), author)
 
 
-_INACTIVE_STATES = ("revoked", "deactivated")
 
 
 def stored(conn, kind: str, record_id: str) -> Envelope | None:
@@ -220,7 +219,7 @@ class Replicator:
         if owner is None or owner == env.author:
             return  # a create by its owner, or the tombstone of a service this peer never saw
         owner_peer = repo.get_peer(conn, owner)
-        if env.deleted and owner_peer is not None and owner_peer.state in _INACTIVE_STATES:
+        if env.deleted and owner_peer is not None and not owner_peer.is_member:
             return  # cleaning up after a peer that left or was revoked
         raise Rejected(f"{env.author} may not change service {env.id} (owned by its source peer {owner})")
 

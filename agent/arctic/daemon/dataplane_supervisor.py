@@ -38,7 +38,7 @@ from typing import Any
 from arctic.config import AgentConfig
 from arctic.daemon.rendering import DATAPLANE_CONFIG, STATS_FILE
 from arctic.logs import get_logger
-from arctic.procinfo import process_cmdline, process_start_time
+from arctic.procinfo import is_same_process, process_start_time
 
 log = get_logger("tproxymgr")
 
@@ -155,9 +155,7 @@ class DataplaneSupervisor:
             pid, start_time = int(record["pid"]), int(record["start_time"])
         except (OSError, ValueError, KeyError, TypeError):
             return
-        cmdline = process_cmdline(pid)
-        if (process_start_time(pid) == start_time and "arctic.dataplane" in cmdline
-                and str(self.config_path.resolve()) in cmdline):
+        if is_same_process(pid, start_time, "arctic.dataplane", str(self.config_path.resolve())):
             with self._lock:
                 self._pid, self._start_time, self._proc = pid, start_time, None
                 self._wanted = True
@@ -179,7 +177,7 @@ class DataplaneSupervisor:
         self._proc, self._pid, self._start_time = proc, proc.pid, start_time
         self._started_mono = time.monotonic()
         tmp = self.pid_path.with_name(f".{PIDFILE}.tmp")
-        tmp.write_text(json.dumps({"pid": proc.pid, "start_time": start_time, "config": str(self.config_path)}))
+        tmp.write_text(json.dumps({"pid": proc.pid, "start_time": start_time}))
         os.replace(tmp, self.pid_path)
         log.info("data plane started", pid=proc.pid, config=str(self.config_path), log=str(self.log_path))
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from arctic.config import AgentConfig
 from arctic.daemon import rendering
 from arctic.daemon.dataplane_supervisor import DataplaneSupervisor
 from arctic.dataplane.config import uncarried_transport_warning
+from arctic.fileutil import replace_private_file
 from arctic.logs import get_logger
 from arctic.netconf.applier import KernelApplier
 from arctic.netconf.errors import DesiredStateError, NetconfError
@@ -283,7 +283,8 @@ class ReconcileWorker:
             self._warn_uncarried_transports(view)
             statuses = self._apply_netconf(view, report)
             priorities = self._apply_qos(view, report)
-            self._record_interfaces(view, statuses, report)
+            if statuses is not None:  # else the interfaces are as they were: keep their facts and bind addresses
+                self._record_interfaces(view, statuses, report)
             self._write_dataplane_config(view, priorities, report)
             report.seconds = time.monotonic() - started
             self.last = report
@@ -293,27 +294,27 @@ class ReconcileWorker:
             return report
 
     def _warn_uncarried_transports(self, view: rendering.LocalView) -> None:
-        """Say once per service why a service of a transport the data plane does not carry (kcp) gets its
+        """Say once (while it stays so) why a service of a transport the data plane does not carry (kcp) gets its
         connections reset: the API accepts the transport, it is part of the documented model."""
-        for service in view.services:
-            warning = uncarried_transport_warning(service.transport_type)
-            if warning and service.id not in self._transport_warned:
-                self._transport_warned.add(service.id)
-                tlog.warning(warning, service_id=service.id)
+        uncarried = {s.id: w for s in view.services if (w := uncarried_transport_warning(s.transport_type))}
+        for service_id in uncarried.keys() - self._transport_warned:
+            tlog.warning(uncarried[service_id], service_id=service_id)
+        self._transport_warned = set(uncarried)  # forget deleted services and ones switched to a carried transport
 
-    def _apply_netconf(self, view: rendering.LocalView, report: RunReport) -> list[InterfaceStatus]:
+    def _apply_netconf(self, view: rendering.LocalView, report: RunReport) -> list[InterfaceStatus] | None:
+        """The interfaces as observed after applying; None when nothing was applied (nothing new was observed)."""
         desired = rendering.desired_state(view, self.config)
         try:
             plan = self.reconciler.apply(desired)
         except DesiredStateError as err:
             report.errors.append(f"desired state refused, kernel left as it was: {err}")
             log.error("desired state cannot be rendered; kernel left as it was", error=str(err))
-            return []
+            return None
         except NetconfError as err:  # nft refused: everything else converged, the previous table stays
             report.errors.append(str(err))
             plan = self.reconciler.last_plan
             if plan is None:
-                return []
+                return None
         report.actions += plan.actions
         report.errors += [f"interface of {sid}: {msg}" for sid, msg in sorted(plan.errors.items())]
         return plan.interface_status
@@ -321,9 +322,12 @@ class ReconcileWorker:
     def _apply_qos(self, view: rendering.LocalView, report: RunReport) -> dict[str, list[int]]:
         links = rendering.qos_links(view)
         by_dev: dict[str, dict[str, int]] = {}
+        dev_of: dict[str, str] = {}  # one route lookup per peer address, not per service
         for link in links:
             try:
-                dev = self.tc.route_dev(link.peer_address)
+                if link.peer_address not in dev_of:
+                    dev_of[link.peer_address] = self.tc.route_dev(link.peer_address)
+                dev = dev_of[link.peer_address]
             except QosError as err:
                 report.errors.append(f"shaping of {link.service_id}: {err}")
                 qlog.error("cannot shape service: no route to its other peer", service_id=link.service_id,
@@ -336,7 +340,7 @@ class ReconcileWorker:
         except QosError as err:
             report.errors.append(f"shaping: {err}")
         self._qos_applied = qos_text([x for x in links if any(x.service_id in s for s in by_dev.values())])
-        return {s.id: self.qos.slot_priorities(s.id) for s in view.services}
+        return self.qos.priorities()
 
     def _record_interfaces(self, view: rendering.LocalView, statuses: list[InterfaceStatus],
                            report: RunReport) -> None:
@@ -367,17 +371,8 @@ class ReconcileWorker:
                                 report: RunReport) -> None:
         doc = rendering.dataplane_config(view, self.config, priorities=priorities,
                                          bind_addresses=self._bind_addresses)
-        text = dataplane_text(doc)
-        try:
-            current = self.dataplane_path.read_text()
-        except OSError:
-            current = None
-        changed = current != text
+        changed = replace_private_file(self.dataplane_path, dataplane_text(doc))
         if changed:
-            tmp = self.dataplane_path.with_name(f".{self.dataplane_path.name}.tmp")
-            tmp.write_text(text)
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, self.dataplane_path)
             report.actions.append(f"data-plane config written ({len(doc['services'])} services)")
             report.dataplane_config_changed = True
         if self.supervisor is not None and self.config.dataplane.enabled:
@@ -386,7 +381,7 @@ class ReconcileWorker:
     # --- what /v1/plan and readiness read -------------------------------------------------------------------------
 
     def preview(self, view: rendering.LocalView) -> Preview:
-        priorities = {s.id: self.qos.slot_priorities(s.id) for s in view.services}
+        priorities = self.qos.priorities()
         try:
             before = json.loads(self.dataplane_path.read_text())
         except (OSError, ValueError):

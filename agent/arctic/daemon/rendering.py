@@ -24,7 +24,6 @@ from arctic.netconf.qos import ServiceLink
 from arctic.store import repository as repo
 from arctic.store.records import Peer, Service
 
-INACTIVE_PEER_STATES = ("revoked", "deactivated")
 DATAPLANE_CONFIG = "dataplane.json"
 STATS_FILE = "dataplane.stats.json"
 
@@ -49,7 +48,7 @@ def build_view(local_peer_id: str, peers: Iterable[Peer], services: Iterable[Ser
 
     def active(peer_id: str) -> bool:
         peer = by_id.get(peer_id)
-        return peer is not None and peer.state not in INACTIVE_PEER_STATES
+        return peer is not None and peer.is_member
 
     chosen = tuple(sorted(
         (s for s in services
@@ -136,7 +135,7 @@ def dataplane_config(view: LocalView, config: AgentConfig, *, priorities: Mappin
     """
     peers: dict[str, dict[str, str]] = {}
     for peer in sorted(view.peers.values(), key=lambda p: p.id):
-        if peer.state in INACTIVE_PEER_STATES and peer.id != view.local_peer_id:
+        if not peer.is_member and peer.id != view.local_peer_id:
             continue
         address = tunnel_address(peer.address)
         if address is not None:

@@ -495,13 +495,12 @@ class Dataplane:
         self.stats.closed(side)
 
     def _relay_closed(self, side: str, service_id: str, src: tuple, dst: tuple,
-                      slot: int = 0) -> Callable[[Relay], None]:
+                      slot: int) -> Callable[[Relay], None]:
         def closed(relay: Relay) -> None:
             with self._relays_lock:
                 self.relays.discard(relay)
             self.slots.release(slot)
-            self.stats.service_relay_ended(service_id)
-            self.stats.closed(side, to_tunnel=relay.to_tunnel, from_tunnel=relay.from_tunnel, relayed=True)
+            self.stats.closed(side, to_tunnel=relay.to_tunnel, from_tunnel=relay.from_tunnel, service_id=service_id)
             fields = {"conn": relay.name, "side": side, "service": service_id, "src": _fmt(src), "dst": _fmt(dst),
                       "to_tunnel": relay.to_tunnel, "so_priority": slot,
                       "from_tunnel": relay.from_tunnel, "seconds": round(time.monotonic() - relay.started, 3)}

@@ -34,7 +34,3 @@ class SlotPicker:
             self._in_use[priority] -= 1
             if self._in_use[priority] <= 0:
                 del self._in_use[priority]
-
-    def in_use(self) -> dict[int, int]:
-        with self._lock:
-            return dict(self._in_use)

@@ -34,26 +34,26 @@ class Stats:
             self._active[side] += 1
             self._total[side] += 1
 
-    def closed(self, side: str, *, to_tunnel: int = 0, from_tunnel: int = 0, relayed: bool = False) -> None:
+    def closed(self, side: str, *, to_tunnel: int = 0, from_tunnel: int = 0, service_id: str | None = None) -> None:
+        """A connection ended; ``service_id`` when it had been relayed for that service."""
         with self._lock:
             self._active[side] -= 1
             self._bytes["to_tunnel"] += to_tunnel
             self._bytes["from_tunnel"] += from_tunnel
-            if relayed:
+            if service_id is not None:
                 self._relayed[side] += 1
+                self._service(service_id)["active"] -= 1
 
     def service_relay_started(self, side: str, service_id: str) -> None:
         """A connection of ``service_id`` is being relayed: which service carried it is visible per service."""
         with self._lock:
-            counts = self._services.setdefault(service_id, Counter({"source": 0, "target": 0, "active": 0}))
+            counts = self._service(service_id)
             counts[side] += 1
             counts["active"] += 1
 
-    def service_relay_ended(self, service_id: str) -> None:
-        with self._lock:
-            counts = self._services.get(service_id)
-            if counts is not None:
-                counts["active"] -= 1
+    def _service(self, service_id: str) -> Counter:
+        """The counters of one service (caller holds the lock)."""
+        return self._services.setdefault(service_id, Counter({"source": 0, "target": 0, "active": 0}))
 
     def tls_handshake(self, resumed: bool) -> None:
         with self._lock:

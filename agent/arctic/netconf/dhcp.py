@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from arctic.procinfo import process_cmdline, process_start_time
+from arctic.procinfo import is_same_process, process_start_time
 
 MODULE = "arctic.netconf.dhcp_client"
 
@@ -46,12 +46,7 @@ class DhcpSupervisor:
         if not rec:
             return None
         pid = int(rec["pid"])
-        if process_start_time(pid) != rec.get("start_time"):
-            return None
-        cmd = process_cmdline(pid)
-        if MODULE not in cmd or ifname not in cmd:
-            return None
-        return pid
+        return pid if is_same_process(pid, rec.get("start_time"), MODULE, ifname) else None
 
     def running(self, ifname: str) -> bool:
         return self.pid(ifname) is not None

@@ -25,13 +25,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arctic.fileutil import replace_private_file
+
 from ..logs import get_logger
 from . import ruleset as rs
 from . import sysctl
 from .desired import DesiredState, empty
 from .errors import InterfaceError, NftError
 from .interfaces import InterfaceSpec, InterfaceStatus, ObservedInterface, interface_specs
-from .netplan import render_netplan, write_netplan
+from .netplan import render_netplan
 from .policy import PolicySpec, policy_spec, spec_lines
 from .state import StateStore
 
@@ -140,7 +142,7 @@ class Reconciler:
             changes, record = sysctl.converge_sysctls(work.sysctls, self.applier.sysctls, work.record)
             plan.actions += self._log_changes(changes)
             self.state.write_json(SYSCTL_RECORD, record)
-            if self.netplan_path is not None and write_netplan(self.netplan_path, plan.interfaces):
+            if self.netplan_path is not None and replace_private_file(self.netplan_path, plan.interfaces):
                 plan.actions += self._log_changes([f"wrote {self.netplan_path}"])
             plan.interface_status = self._statuses(work.specs, plan.errors)
             plan.applied = True

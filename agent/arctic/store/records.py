@@ -6,6 +6,8 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 
+INACTIVE_PEER_STATES = ("revoked", "deactivated")
+
 
 @dataclass
 class Peer:
@@ -21,6 +23,11 @@ class Peer:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Peer:
         return cls(**dict(row) | {"is_local": bool(row["is_local"])})
+
+    @property
+    def is_member(self) -> bool:
+        """Still part of the cluster: neither revoked by the others nor deactivated by itself (remove-self)."""
+        return self.state not in INACTIVE_PEER_STATES
 
     def to_api(self) -> dict:
         return {

@@ -42,6 +42,11 @@ def list_peers(conn: Conn, is_local: bool | None = None) -> list[Peer]:
     return [Peer.from_row(r) for r in conn.execute(sql + " ORDER BY is_local DESC, created_at, id", args)]
 
 
+def unreachable_peer_ids(conn: Conn) -> set[str]:
+    """Peers this agent currently cannot reach (``peer_health``, kept by the gossiper)."""
+    return {r[0] for r in conn.execute("SELECT peer_id FROM peer_health WHERE reachable = 0").fetchall()}
+
+
 def get_peer(conn: Conn, peer_id: str) -> Peer | None:
     row = conn.execute("SELECT * FROM peers WHERE id = ?", (peer_id,)).fetchone()
     return Peer.from_row(row) if row else None
