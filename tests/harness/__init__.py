@@ -16,11 +16,12 @@ from .lab import Host, Lab, LabTeardownError, Segment, close_all
 from .netns import LabCommandError, cleanup_stale
 from .probes import ping, tcp_connect
 from .safety import LAB_NETWORKS, LabSafetyError, lab_address, lab_interface, lab_network, root_namespace_untouched
-from .topologies import Cluster, Transit, cluster, transit
+from .topologies import Cluster, Transit, WanTransit, cluster, transit, wan_transit
+from .wan import WanError, WanLink
 
 __all__ = [
     "LAB_NETWORKS", "AgentFailed", "AgentProcess", "Cluster", "Host", "Lab", "LabCommandError", "LabSafetyError",
-    "LabTeardownError", "Segment", "Transit", "agent_binary", "cleanup_stale", "close_all", "cluster", "http",
-    "lab_address", "lab_agent", "lab_interface", "lab_network", "ping", "root_namespace_untouched", "tcp_connect",
-    "transit",
+    "LabTeardownError", "Segment", "Transit", "WanError", "WanLink", "WanTransit", "agent_binary", "cleanup_stale",
+    "close_all", "cluster", "http", "lab_address", "lab_agent", "lab_interface", "lab_network", "ping",
+    "root_namespace_untouched", "tcp_connect", "transit", "wan_transit",
 ]

@@ -97,8 +97,12 @@ class Host:
             self.ip("addr", "add", iface.with_prefixlen, "dev", ifname, *extra)
             self.interfaces.setdefault(ifname, []).append(iface.with_prefixlen)
 
-    def route(self, dest: str, via: str | None = None, dev: str | None = None) -> None:
-        """Add (or replace) a route to a lab network; ``via`` must be a lab address."""
+    def route(self, dest: str, via: str | None = None, dev: str | None = None, table: int | None = None) -> None:
+        """Add (or replace) a route to a lab network; ``via`` must be a lab address.
+
+        ``table`` puts it in a policy-routing table instead of main (the WAN emulator's namespace steers each
+        side's traffic into its TUN device that way).
+        """
         net = lab_network(dest)
         args = ["route", "replace", str(net)]
         if via is not None:
@@ -107,7 +111,24 @@ class Host:
             args += ["dev", check_ifname(dev)]
         if via is None and dev is None:
             raise ValueError(f"route to {dest}: give via= or dev=")
+        if table is not None:
+            if not 1 <= table < 2**31 or table in (253, 254, 255):
+                raise ValueError(f"table {table} must be a custom table id (not default/main/local)")
+            args += ["table", str(table)]
         self.ip(*args)
+
+    def add_tun(self, ifname: str, *, mtu: int = 1500, txqueuelen: int = 1000) -> str:
+        """A persistent TUN device (layer 3, no packet-info header) in this namespace, up; returns its name.
+
+        For user-space data paths such as the WAN emulator (``harness.wan``): being persistent, the device and the
+        routes through it outlive the process that serves it, and it goes away with the namespace.
+        """
+        if ifname in self.interfaces or ifname == "lo":
+            raise ValueError(f"{self} already has an interface {ifname!r}")
+        self.ip("tuntap", "add", "dev", check_ifname(ifname), "mode", "tun")
+        self.interfaces[ifname] = []
+        self.ip("link", "set", ifname, "mtu", int(mtu), "txqueuelen", int(txqueuelen), "up")
+        return ifname
 
     def unroute(self, dest: str) -> None:
         self.ip("route", "del", str(lab_network(dest)))
