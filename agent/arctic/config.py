@@ -30,6 +30,7 @@ class DataplaneSettings:
     enabled: bool = True
     keep_on_stop: bool = True  # agent stop/restart leaves it running (live connections survive)
     drain_seconds: float = 30.0  # on its own stop: how long established connections may finish
+    workers: int = 0  # worker processes (event loops); 0 = one per CPU
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ _TOP = {
     "data_dir", "listen", "advertise_address", "recovery_token_file", "log_format", "log_level", "license",
     "tunnel", "lan_interface", "reconcile_interval", "sync_interval", "apply_kernel", "dataplane",
 }
-_DATAPLANE = {"enabled", "keep_on_stop", "drain_seconds"}
+_DATAPLANE = {"enabled", "keep_on_stop", "drain_seconds", "workers"}
 
 
 def _split_listen(text: str) -> tuple[str, int]:
@@ -145,8 +146,11 @@ def _dataplane_settings(raw: object) -> DataplaneSettings:
     drain = raw.get("drain_seconds", 30.0)
     if isinstance(drain, bool) or not isinstance(drain, int | float) or not 0 <= drain <= 86400:
         raise ConfigError("dataplane.drain_seconds must be a number of seconds from 0 to 86400")
+    workers = raw.get("workers", 0)
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 0 <= workers <= 256:
+        raise ConfigError("dataplane.workers must be a whole number from 0 (one per CPU) to 256")
     return DataplaneSettings(enabled=raw.get("enabled", True), keep_on_stop=raw.get("keep_on_stop", True),
-                             drain_seconds=float(drain))
+                             drain_seconds=float(drain), workers=workers)
 
 
 def load_config(path: str | Path, env: dict | None = None) -> AgentConfig:

@@ -43,7 +43,7 @@ def test_seed_precedence_example_across_two_services_renders_in_the_documented_o
         "table inet arctic {\n"
         "\tchain prerouting {\n"
         "\t\ttype filter hook prerouting priority mangle - 1; policy accept;\n"
-        f"\t\tmeta l4proto tcp socket transparent 1 {MARK} accept comment"
+        f"\t\ttcp flags != syn / fin,syn,rst,ack socket transparent 1 {MARK} accept comment"
         ' "arctic: packets of proxied connections and Transparent Mode replies"\n'
         '\t\tfib daddr type local accept comment "arctic: traffic for this host is never intercepted"\n'
         f"\t\tmeta l4proto tcp ip saddr 10.1.0.0/16 ip daddr 192.168.100.0/24 tproxy ip to :61080 {MARK} accept"

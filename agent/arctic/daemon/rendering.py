@@ -147,6 +147,7 @@ def dataplane_config(view: LocalView, config: AgentConfig, *, priorities: Mappin
             "transport_type": s.transport_type, "fully_transparent": s.fully_transparent,
             "bind_address": bind_addresses.get(s.id) if s.target_peer_id == view.local_peer_id else None,
             "so_priorities": list(priorities.get(s.id, [])),
+            "bandwidth_limit_mbps": s.bandwidth_limit_mbps,
             "routes": [{"id": r.id, "source_cidr": r.source_cidr, "dest_cidr": r.dest_cidr, "priority": r.priority,
                         "seq": r.seq} for r in s.routes],
         }
@@ -159,6 +160,7 @@ def dataplane_config(view: LocalView, config: AgentConfig, *, priorities: Mappin
         "tunnel_bind": "::" if any(":" in p["tunnel_address"] for p in peers.values()) else "0.0.0.0",
         "encryption": config.tunnel.encryption,
         "drain_seconds": config.dataplane.drain_seconds,
+        "workers": config.dataplane.workers,
         "peers": peers,
         "services": services,
         "stats_file": STATS_FILE,

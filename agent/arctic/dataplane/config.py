@@ -72,14 +72,20 @@ class ServiceConfig:
     bind_address: str | None
     so_priority: int
     routes: tuple[RouteConfig, ...]
-    so_priorities: tuple[int, ...] = ()  # QoS flow slots: each connection takes the least-used one
+    so_priorities: tuple[int, ...] = ()  # QoS flow slots: one per session of the service (``sessions``)
+    bandwidth_limit_mbps: int = 0  # 0 = unlimited; limited services give each stream its own slot session
 
     @property
     def slot_priorities(self) -> tuple[int, ...]:
-        """The SO_PRIORITY values a connection may use: the QoS slots, else ``so_priority``, else none (0)."""
+        """The SO_PRIORITY values a session may use: the QoS slots, else ``so_priority``, else none (0)."""
         if self.so_priorities:
             return self.so_priorities
         return (self.so_priority,) if self.so_priority else ()
+
+    def priority_of_slot(self, slot: int) -> int:
+        """SO_PRIORITY of slot number ``slot`` (0 when the service has no slots: not shaped)."""
+        priorities = self.slot_priorities
+        return priorities[slot % len(priorities)] if priorities else 0
 
     @functools.cached_property
     def route_index(self) -> precedence.RouteIndex:
@@ -100,6 +106,13 @@ class DataplaneConfig:
     encryption: str = "tls"
     drain_seconds: float = 30.0
     connect_timeout: float = 5.0
+    workers: int = 0  # worker processes; 0 = one per CPU
+    stream_window: int = 256 * 1024  # bytes a new stream may have in flight towards us (per direction)
+    stream_window_max: int = 16 << 20  # what a fast stream's window may grow to (``streams``: auto-tuning)
+    keepalive_interval: float = 5.0  # seconds between session PINGs (3 missed intervals end a session)
+    bulk_lanes: bool = True  # plaintext: move bulk streams onto spliced connections of their own (``lanes``)
+    lane_threshold: int = 1 << 20  # bytes one way after which a stream counts as bulk
+    tunnel_congestion: str | None = "bbr"  # TCP congestion control of tunnel sockets (None = host default)
     peers: Mapping[str, PeerConfig] = field(default_factory=dict)
     services: tuple[ServiceConfig, ...] = ()
     stats_file: Path | None = None
@@ -189,6 +202,13 @@ def _cidr(value: Any, key: str) -> str | None:
         raise ConfigError(str(err)) from None
 
 
+def _congestion(value: Any) -> str | None:
+    if value is None or value in CONGESTION_CONTROLS:
+        return value
+    raise ConfigError(f"tunnel_congestion: must be one of {', '.join(CONGESTION_CONTROLS)} or null (the host's "
+                      f"default), got {value!r}")
+
+
 def _parse_peer(peer_key: str, raw: Any) -> PeerConfig:
     where = f"peers.{peer_key}"
     peer_id = _id("peer", peer_key, where)
@@ -214,7 +234,8 @@ def _parse_route(raw: Any, where: str, service_id: str) -> RouteConfig:
 
 def _parse_service(raw: Any, where: str) -> ServiceConfig:
     obj = _check_keys(raw, where, {"id", "source_peer_id", "target_peer_id", "routes"},
-                      {"transport_type", "fully_transparent", "bind_address", "so_priority", "so_priorities"})
+                      {"transport_type", "fully_transparent", "bind_address", "so_priority", "so_priorities",
+                       "bandwidth_limit_mbps"})
     service_id = _id("svc", obj["id"], f"{where}.id")
     transport = obj.get("transport_type", "tcp")
     if transport not in TRANSPORTS:
@@ -236,12 +257,16 @@ def _parse_service(raw: Any, where: str) -> ServiceConfig:
         so_priority=_int(obj.get("so_priority", 0), f"{where}.so_priority", 0, 2**32 - 1),
         routes=tuple(_parse_route(r, f"{where}.routes[{i}]", service_id) for i, r in enumerate(routes)),
         so_priorities=tuple(_int(v, f"{where}.so_priorities[{i}]", 1, 2**32 - 1) for i, v in enumerate(slots)),
+        bandwidth_limit_mbps=_int(obj.get("bandwidth_limit_mbps", 0), f"{where}.bandwidth_limit_mbps", 0, 10**6),
     )
 
 
 _REQUIRED = {"local_peer_id", "identity_key_file"}
 _OPTIONAL = {"tproxy_port", "tunnel_port", "tunnel_bind", "encryption", "drain_seconds", "connect_timeout",
+             "workers", "stream_window", "stream_window_max", "keepalive_interval", "bulk_lanes", "lane_threshold",
+             "tunnel_congestion",
              "peers", "services", "stats_file"}
+CONGESTION_CONTROLS = ("bbr", "cubic", "reno")
 
 
 def parse_config(raw: Any, *, base_dir: Path | None = None) -> DataplaneConfig:
@@ -291,6 +316,13 @@ def parse_config(raw: Any, *, base_dir: Path | None = None) -> DataplaneConfig:
         encryption=encryption,
         drain_seconds=_number(obj.get("drain_seconds", 30), "drain_seconds", 0, 86400),
         connect_timeout=_number(obj.get("connect_timeout", 5), "connect_timeout", 0.1, 300),
+        workers=_int(obj.get("workers", 0), "workers", 0, 256),
+        stream_window=_int(obj.get("stream_window", 256 * 1024), "stream_window", 16 * 1024, 64 << 20),
+        stream_window_max=_int(obj.get("stream_window_max", 16 << 20), "stream_window_max", 16 * 1024, 1 << 30),
+        keepalive_interval=_number(obj.get("keepalive_interval", 5), "keepalive_interval", 0.1, 3600),
+        bulk_lanes=_bool(obj.get("bulk_lanes", True), "bulk_lanes"),
+        lane_threshold=_int(obj.get("lane_threshold", 1 << 20), "lane_threshold", 0, 2**40),
+        tunnel_congestion=_congestion(obj.get("tunnel_congestion", "bbr")),
         peers=peers,
         services=services,
         stats_file=path("stats_file"),

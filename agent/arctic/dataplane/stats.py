@@ -1,14 +1,19 @@
-"""Counters the agent and the tests read: a JSON file next to the config, rewritten every second.
+"""Counters the agent, ``jq`` and the tests read: a JSON file next to the config, rewritten every second.
 
-A file (written atomically with rename) rather than a socket: the agent, ``jq`` and tests can read it with no
-client code. It describes the process named by its ``pid`` only; counters start from zero at every start.
+Each worker counts its own streams and sessions (one event loop: no locks); the master process merges the
+workers' snapshots (``merge``) and writes the file atomically. A file rather than a socket: the agent, operators
+and tests read it with no client code. Counters start from zero when the data plane starts.
+
+Per service: streams relayed as source and as target, open now, bytes each way, refusals by reason. Per
+session: peer, service, slot, state, RTT, streams open and total, bytes; per peer (merged): sessions up,
+reconnects, RTT, streams.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import threading
+import statistics
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,75 +22,138 @@ from typing import Any
 SIDES = ("source", "target")
 
 
+def _service_counters() -> Counter:
+    return Counter({"source": 0, "target": 0, "active": 0, "bytes_to_tunnel": 0, "bytes_from_tunnel": 0})
+
+
 class Stats:
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self.started_at = time.time()
-        self._active = Counter({s: 0 for s in SIDES})
-        self._total = Counter({s: 0 for s in SIDES})
-        self._refused: dict[str, Counter] = {s: Counter() for s in SIDES}
-        self._relayed = Counter({s: 0 for s in SIDES})
-        self._bytes = Counter({"to_tunnel": 0, "from_tunnel": 0})
-        self._services: dict[str, Counter] = {}  # service id -> relays started per side, and active
-        self._tls = Counter({"full": 0, "resumed": 0})  # tunnel handshakes accepted (target side)
+        self.active = Counter({s: 0 for s in SIDES})
+        self.total = Counter({s: 0 for s in SIDES})
+        self.relayed = Counter({s: 0 for s in SIDES})
+        self.refusals: dict[str, Counter] = {s: Counter() for s in SIDES}
+        self.bytes = Counter({"to_tunnel": 0, "from_tunnel": 0})
+        self.services: dict[str, Counter] = {}
+        self.service_refusals: dict[str, Counter] = {}
+        self.handshakes = Counter({"full": 0, "resumed": 0})
+        self.session_failures: Counter = Counter()  # why links failed to come up (reason -> count)
+        self.lanes = Counter({"opened": 0, "failed": 0})
+        self.sessions_accepted = 0  # target side: links that passed the handshake
+        self.steered = 0  # target side: connections that asked for another worker (sent on, not refused)
+
+    def service(self, service_id: str) -> Counter:
+        counters = self.services.get(service_id)
+        if counters is None:
+            counters = self.services[service_id] = _service_counters()
+        return counters
 
     def opened(self, side: str) -> None:
-        with self._lock:
-            self._active[side] += 1
-            self._total[side] += 1
+        self.active[side] += 1
+        self.total[side] += 1
 
-    def closed(self, side: str, *, to_tunnel: int = 0, from_tunnel: int = 0, service_id: str | None = None) -> None:
-        """A connection ended; ``service_id`` when it had been relayed for that service."""
-        with self._lock:
-            self._active[side] -= 1
-            self._bytes["to_tunnel"] += to_tunnel
-            self._bytes["from_tunnel"] += from_tunnel
-            if service_id is not None:
-                self._relayed[side] += 1
-                self._service(service_id)["active"] -= 1
+    def relaying(self, side: str, service_id: str) -> None:
+        counters = self.service(service_id)
+        counters[side] += 1
+        counters["active"] += 1
 
-    def service_relay_started(self, side: str, service_id: str) -> None:
-        """A connection of ``service_id`` is being relayed: which service carried it is visible per service."""
-        with self._lock:
-            counts = self._service(service_id)
-            counts[side] += 1
-            counts["active"] += 1
+    def closed(self, side: str, *, to_tunnel: int = 0, from_tunnel: int = 0, service_id: str | None = None,
+               relayed: bool = False) -> None:
+        self.active[side] -= 1
+        self.bytes["to_tunnel"] += to_tunnel
+        self.bytes["from_tunnel"] += from_tunnel
+        if relayed and service_id is not None:
+            self.relayed[side] += 1
+            counters = self.service(service_id)
+            counters["active"] -= 1
+            counters["bytes_to_tunnel"] += to_tunnel
+            counters["bytes_from_tunnel"] += from_tunnel
 
-    def _service(self, service_id: str) -> Counter:
-        """The counters of one service (caller holds the lock)."""
-        return self._services.setdefault(service_id, Counter({"source": 0, "target": 0, "active": 0}))
-
-    def tls_handshake(self, resumed: bool) -> None:
-        with self._lock:
-            self._tls["resumed" if resumed else "full"] += 1
-
-    def refused(self, side: str, reason: str) -> None:
-        with self._lock:
-            self._refused[side][reason] += 1
-
-    @property
-    def active(self) -> int:
-        with self._lock:
-            return sum(self._active.values())
+    def refused(self, side: str, reason: str, service_id: str | None = None) -> None:
+        self.refusals[side][reason] += 1
+        if service_id is not None:
+            self.service_refusals.setdefault(service_id, Counter())[reason] += 1
 
     def snapshot(self, **extra: Any) -> dict[str, Any]:
-        with self._lock:
-            data: dict[str, Any] = {
-                "pid": os.getpid(),
-                "started_at": round(self.started_at, 3),
-                "updated_at": round(time.time(), 3),
-                "active_connections": sum(self._active.values()),
-                "total_connections": sum(self._total.values()),
-                "relayed_connections": sum(self._relayed.values()),
-                "refused": dict(sum(self._refused.values(), Counter())),
-                "bytes": dict(self._bytes),
-                "by_side": {s: {"active": self._active[s], "total": self._total[s], "relayed": self._relayed[s],
-                                "refused": dict(self._refused[s])} for s in SIDES},
-                "services": {sid: dict(counts) for sid, counts in sorted(self._services.items())},
-                "tls_handshakes": dict(self._tls),
-            }
+        services: dict[str, Any] = {}
+        for sid, counters in sorted(self.services.items()):
+            services[sid] = dict(counters)
+            services[sid]["refused"] = dict(self.service_refusals.get(sid, {}))
+        for sid, refusals in self.service_refusals.items():
+            services.setdefault(sid, dict(_service_counters()))["refused"] = dict(refusals)
+        data: dict[str, Any] = {
+            "active_connections": sum(self.active.values()),
+            "total_connections": sum(self.total.values()),
+            "relayed_connections": sum(self.relayed.values()),
+            "refused": dict(sum(self.refusals.values(), Counter())),
+            "bytes": dict(self.bytes),
+            "by_side": {s: {"active": self.active[s], "total": self.total[s], "relayed": self.relayed[s],
+                            "refused": dict(self.refusals[s])} for s in SIDES},
+            "services": services,
+            "tls_handshakes": dict(self.handshakes),
+            "session_failures": dict(self.session_failures),
+            "lanes": dict(self.lanes),
+            "sessions_accepted": self.sessions_accepted,
+            "steered": self.steered,
+        }
         data.update(extra)
         return data
+
+
+# --- merging the workers' snapshots (master process) -----------------------------------------------------------------
+
+_SUMMED = ("active_connections", "total_connections", "relayed_connections", "refused", "bytes", "by_side",
+           "services", "tls_handshakes", "session_failures", "lanes", "sessions_accepted", "steered")
+
+
+def _add(into: dict[str, Any], other: dict[str, Any]) -> None:
+    for key, value in other.items():
+        if isinstance(value, dict):
+            _add(into.setdefault(key, {}), value)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            into[key] = into.get(key, 0) + value
+
+
+def merge(workers: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """One view of every worker: counters summed, sessions listed, and a per-peer summary of the sessions."""
+    merged: dict[str, Any] = {key: value for key, value in Stats().snapshot().items() if key in _SUMMED}
+    sessions: list[dict[str, Any]] = []
+    reconnects: Counter = Counter()
+    for snap in workers:
+        _add(merged, {k: snap[k] for k in _SUMMED if k in snap})
+        for session in snap.get("sessions", []):
+            sessions.append(dict(session, worker=snap.get("worker")))
+        for peer, count in snap.get("reconnects", {}).items():
+            reconnects[peer] += count
+    merged["sessions"] = sessions
+    merged["peers"] = peer_summary(sessions, reconnects)
+    merged["workers"] = [{"worker": s.get("worker"), "pid": s.get("pid"), "active_connections":
+                          s.get("active_connections", 0), "sessions": len(s.get("sessions", []))} for s in workers]
+    merged.update(extra)
+    return merged
+
+
+def peer_summary(sessions: list[dict[str, Any]], reconnects: Counter) -> dict[str, dict[str, Any]]:
+    """Per peer: are its sessions up, how many streams they carry, their RTT (median), reconnects so far."""
+    peers: dict[str, dict[str, Any]] = {}
+    rtts: dict[str, list[float]] = {}
+    for session in sessions:
+        peer = peers.setdefault(session["peer"], {"sessions": 0, "sessions_up": 0, "streams": 0,
+                                                  "streams_total": 0, "reconnects": 0})
+        peer["sessions"] += 1
+        peer["sessions_up"] += session["state"] == "up"
+        peer["streams"] += session["streams"]
+        peer["streams_total"] += session["streams_total"]
+        if session.get("rtt_ms") is not None:
+            rtts.setdefault(session["peer"], []).append(session["rtt_ms"])
+    for peer_id, count in reconnects.items():
+        peers.setdefault(peer_id, {"sessions": 0, "sessions_up": 0, "streams": 0, "streams_total": 0,
+                                   "reconnects": 0})["reconnects"] = count
+    for peer_id, peer in peers.items():
+        samples = rtts.get(peer_id)
+        peer["rtt_ms"] = round(statistics.median(samples), 3) if samples else None
+        peer["state"] = "up" if peer["sessions_up"] else ("connecting" if peer["sessions"] else "down")
+    return peers
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

@@ -31,6 +31,7 @@ from cryptography.x509.oid import NameOID
 
 from .keys import private_key_pem, raw_public_key
 
+PEER_NAME = "arctic-peer"  # the SNI a client sends (asyncio wants one); peers are identified by key, not name
 _NOT_BEFORE = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
 _NOT_AFTER = datetime.datetime(9999, 12, 31, tzinfo=datetime.UTC)
 
@@ -73,10 +74,8 @@ def _context(server: bool, key: Ed25519PrivateKey, trusted_keys: Iterable[bytes]
         ctx.check_hostname = False  # peers are identified by key, not by name
     ctx.verify_mode = ssl.CERT_REQUIRED
     if server:
-        # One session ticket per full handshake: the source peer resumes with it (no certificate signatures, about
-        # half the handshake CPU). A resumed session still carries the peer's certificate, so the key check below
-        # holds; tickets are sealed with this context's random key, so a reload (new context) ends resumption.
-        ctx.num_tickets = 1
+        # Sessions are long-lived and opened ahead of need: no resumption tickets to manage.
+        ctx.num_tickets = 0
     cert_pem = leaf_certificate(key).public_bytes(serialization.Encoding.PEM)
     with tempfile.TemporaryDirectory(prefix="arctic-tls-") as tmp:  # 0700; ssl can only load from files
         cert_path, key_path = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
@@ -99,7 +98,7 @@ def server_context(key: Ed25519PrivateKey, peer_keys: Iterable[bytes]) -> ssl.SS
 
 
 def client_context(key: Ed25519PrivateKey, target_key: bytes) -> ssl.SSLContext:
-    """Trusts exactly one key: the target peer's. Sessions it gets may be resumed (``TlsChannel(session=)``)."""
+    """Trusts exactly one key: the target peer's."""
     return _context(False, key, [target_key])
 
 
