@@ -8,6 +8,7 @@ against a temporary data dir. Long-lived background parts (reconciler, replicati
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -20,6 +21,7 @@ from arctic.store.database import Database
 from arctic.timeutil import parse_rfc3339, to_rfc3339, utcnow
 
 log = get_logger("agent")
+SESSION_STATS_FRESH = 5.0  # seconds: the data plane rewrites its stats file every second
 
 
 class StartupError(RuntimeError):
@@ -45,6 +47,7 @@ class Agent:
         self.replicator = Replicator(self.db, lambda: self.identity, lambda: self.local_peer_id)
         self.gossiper = None  # set by the daemon (background thread); absent in API-only tests
         self.reconcile_worker = None  # set by the daemon when apply_kernel (arctic.daemon.reconcile)
+        self.dataplane_stats: Callable[[], dict] | None = None  # the data plane's stats file, when one runs
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -145,10 +148,21 @@ class Agent:
     def add_readiness(self, provider: Callable[[], dict[str, str]]) -> None:
         self._readiness.append(provider)
 
+    def peer_sessions(self) -> dict[str, dict]:
+        """Per peer, the data plane's sessions with it (state, RTT, streams, reconnects); {} without a data plane
+        or when its stats are stale (a hung data plane must not look healthy)."""
+        if self.dataplane_stats is None:
+            return {}
+        stats = self.dataplane_stats()
+        if time.time() - float(stats.get("updated_at") or 0) > SESSION_STATS_FRESH:
+            return {}
+        return stats.get("peers") or {}
+
     def peer_status(self, local_hash: str) -> list[dict]:
         """Per-peer liveness as this agent sees it (local observations, not replicated)."""
         conn = self.db.read()
         health = {r["peer_id"]: r for r in conn.execute("SELECT * FROM peer_health").fetchall()}
+        sessions = self.peer_sessions()
         out = []
         for p in repo.list_peers(conn):
             h = health.get(p.id)
@@ -157,5 +171,6 @@ class Agent:
                         "state": p.state, "reachable": reachable,
                         "last_seen": None if p.is_local or h is None else h["last_seen"],
                         "registry_hash": local_hash if p.is_local else (h["registry_hash"] if h else None),
-                        "last_error": None if p.is_local or h is None else h["last_error"]})
+                        "last_error": None if p.is_local or h is None else h["last_error"],
+                        "session": None if p.is_local else sessions.get(p.id)})
         return out

@@ -456,3 +456,21 @@ def test_a_thousand_concurrent_connections_arrive_intact(cluster):
     assert sum(results) == count, f"{count - sum(results)} connections arrived damaged"
     wait_until(lambda: cluster.stats("b").get("services", {}).get(sid, {}).get("target", 0) >= count,
                what="agent-b to count every connection for the service")
+
+
+def test_cluster_status_shows_the_data_plane_sessions_with_each_peer(cluster):
+    """Sessions are opened ahead of need and visible per peer: state, RTT, streams, reconnects."""
+    sid = cluster.create_service()
+    cluster.add_routes(sid, {"dest_cidr": "192.168.100.0/24", "priority": 100})
+    wait_until(lambda: cluster.reaches(S1), what="s1 through the service")
+
+    def session_with_b() -> dict | None:
+        rows = cluster.api("GET", "/v1/cluster/status")["peers"]
+        row = next(r for r in rows if r["peer_id"] == cluster.peer_id("b"))
+        session = row.get("session")
+        return session if session and session["state"] == "up" and session["rtt_ms"] is not None else None
+
+    session = wait_until(session_with_b, what="agent-a's sessions with agent-b up, with an RTT")
+    assert session["sessions_up"] >= 1 and session["streams_total"] >= 1 and session["reconnects"] == 0, session
+    local = next(r for r in cluster.api("GET", "/v1/cluster/status")["peers"] if r["is_local"])
+    assert local["session"] is None  # no session with oneself

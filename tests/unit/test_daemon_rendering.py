@@ -9,7 +9,6 @@ import pytest
 from arctic.config import parse_config
 from arctic.daemon import rendering
 from arctic.dataplane.config import parse_config as parse_dataplane_config
-from arctic.dataplane.slots import SlotPicker
 from arctic.store.records import Peer, Route, Service
 
 A, B, C = "peer_01HZY3K8J5Q2W9V4XN7R6T0AAA", "peer_01HZY3K8J5Q2W9V4XN7R6T0BBB", "peer_01HZY3K8J5Q2W9V4XN7R6T0CCC"
@@ -86,20 +85,11 @@ def test_bind_address_prefers_ipv4():
     assert rendering.bind_address(None, None) is None
 
 
-def test_connections_spread_over_the_least_used_qos_slots():
-    picker = SlotPicker()
-    slots = [0x610108, 0x610109, 0x61010A]
-    taken = [picker.take(slots) for _ in range(4)]
-    assert taken == [0x610108, 0x610109, 0x61010A, 0x610108]
-    picker.release(0x610109)
-    assert picker.take(slots) == 0x610109
-    assert picker.take([]) == 0  # no QoS slots: no SO_PRIORITY
-
-
 def test_dataplane_settings_are_validated_by_key():
     assert CONFIG.dataplane.keep_on_stop is True and CONFIG.dataplane.enabled is True
     cfg = parse_config({"dataplane": {"keep_on_stop": False, "drain_seconds": 2}}, env={})
     assert cfg.dataplane.keep_on_stop is False and cfg.dataplane.drain_seconds == 2.0
-    for bad in ({"keep": True}, {"enabled": "yes"}, {"drain_seconds": -1}):
+    assert parse_config({"dataplane": {"workers": 4}}, env={}).dataplane.workers == 4
+    for bad in ({"keep": True}, {"enabled": "yes"}, {"drain_seconds": -1}, {"workers": -1}, {"workers": True}):
         with pytest.raises(ValueError, match="dataplane"):
             parse_config({"dataplane": bad}, env={})

@@ -51,6 +51,7 @@ class AgentService:
         if supervisor is None:
             return [worker]
         self.runtime.add_readiness(supervisor.readiness)
+        self.runtime.dataplane_stats = supervisor.stats
         return [supervisor, worker]
 
     def start(self) -> None:

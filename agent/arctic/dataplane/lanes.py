@@ -300,6 +300,7 @@ class Lanes:
             lane_transport.abort()
             return
         lane = detach(lane_transport)
+        netsock.set_priority(lane, session.priority)  # shaped like its session (the reverse direction's limit)
         local = detach(transport)
         stream.transport = None
         session.forget(stream.sid)

@@ -150,6 +150,7 @@ class Session(asyncio.Protocol):
         transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
         transport.set_protocol(self)
         self._timer = self.loop.call_later(self.keepalive, self._tick)
+        self.send_control(PING, 0, frames.encode_u64(time.monotonic_ns()))  # an RTT right away, for the status
         if leftover:
             self.data_received(leftover)
 

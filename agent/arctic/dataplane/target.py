@@ -52,8 +52,8 @@ class Target:
         worker.stats.sessions_accepted += 1
         if link.encrypted:
             worker.stats.handshakes["resumed" if link.resumed else "full"] += 1
-        self._shape(session)
         session.attach(link.transport, link.leftover)
+        self._shape(session)  # the reverse direction of the service is limited here, by this socket's priority
         link.transport.resume_reading()
         worker.log.info("session accepted", peer=session.peer_id, service=session.service_id, slot=session.slot,
                         transport=transport_name, encrypted=link.encrypted)

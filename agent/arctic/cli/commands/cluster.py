@@ -63,6 +63,16 @@ def _reachable(value: Any) -> str:
     return "-" if value is None else yes_no(value)
 
 
+def _session_columns(session: Any) -> list[str]:
+    """Data-plane sessions with a peer: "up(4/4)" (sessions up / sessions), RTT, open streams, reconnects."""
+    if not isinstance(session, dict):
+        return ["-", "-", "-", "-"]
+    rtt = session.get("rtt_ms")
+    return [f"{session.get('state', '-')}({session.get('sessions_up', 0)}/{session.get('sessions', 0)})",
+            "-" if rtt is None else f"{rtt:.2f}ms", str(session.get("streams", 0)),
+            str(session.get("reconnects", 0))]
+
+
 def _render_status(body: Any) -> str:
     """Local registry summary, then one row per peer; IN SYNC compares each peer's hash with ours."""
     if not isinstance(body, dict):
@@ -79,7 +89,8 @@ def _render_status(body: Any) -> str:
     rows += [(str(k).replace("_", " ").title(), v) for k, v in totals.items()]
     peers = [p for p in body.get("peers") or [] if isinstance(p, dict)]
     table = render_table(
-        ["PEER ID", "NAME", "ADDRESS", "LOCAL", "REACHABLE", "LAST SEEN", "REGISTRY HASH", "IN SYNC"],
+        ["PEER ID", "NAME", "ADDRESS", "LOCAL", "REACHABLE", "LAST SEEN", "REGISTRY HASH", "IN SYNC", "SESSIONS",
+         "RTT", "STREAMS", "RECONNECTS"],
         [
             [
                 p.get("peer_id"),
@@ -90,6 +101,7 @@ def _render_status(body: Any) -> str:
                 format_timestamp(p.get("last_seen")),
                 _short(p.get("registry_hash")),
                 "-" if not p.get("registry_hash") else yes_no(p.get("registry_hash") == local_hash),
+                *_session_columns(p.get("session")),
             ]
             for p in peers
         ],
@@ -101,7 +113,8 @@ def _render_status(body: Any) -> str:
 @common_options
 @pass_state
 def status(state: CliState) -> None:
-    """Gossip diagnostics: each peer's last-seen time, reachability and registry hash.
+    """Gossip and data-plane diagnostics per peer: last seen, reachability, registry hash, and the data plane's
+    sessions with it (state, sessions up, RTT, open streams, reconnects).
 
     Different hashes on different peers mean state has not converged yet.
     """
