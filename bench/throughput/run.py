@@ -42,11 +42,11 @@ from throughput.haproxy_pair import HaproxyPair, Relay  # noqa: E402
 
 IPERF_PORT = 5201
 HA_PLAIN_FRONT, HA_PLAIN_PEER, HA_TLS_FRONT, HA_TLS_PEER = 7101, 7201, 7102, 7202
-RATIOS = (  # (numerator, denominator, target or None for information only)
-    ("arctic-plain", "direct", 0.8),
-    ("arctic-tls", "haproxy-tls", 1.0),
-    ("arctic-plain", "haproxy-plain", None),
-    ("arctic-tls", "direct", None),
+RATIOS = (  # (numerator, denominator, {flow count: target}); flow counts without a target are information only
+    ("arctic-plain", "direct", {1: 0.8}),
+    ("arctic-tls", "haproxy-tls", {1: 1.0, 8: 1.0}),
+    ("arctic-plain", "haproxy-plain", {8: 1.5}),
+    ("arctic-tls", "direct", {}),
 )
 
 
@@ -115,12 +115,12 @@ def summarise(samples: list[Sample], flow_counts: list[int]) -> tuple[list[dict]
                               "min_gbps": min(vals), "max_gbps": max(vals),
                               "retransmits_median": statistics.median(s.retransmits for s in mine)})
     ratios = []
-    for num, den, target in RATIOS:
+    for num, den, targets in RATIOS:
         for n in flow_counts:
             paired = paired_median_ratio(samples, num, den, value=lambda s: s.gbps, where=lambda s, n=n: s.flows == n)
             if paired:
                 ratios.append({"ratio": f"{num} / {den}", "flows": n, "median": paired[0], "rounds": paired[1],
-                               "target": target})
+                               "target": targets.get(n)})
     return table, ratios
 
 
