@@ -21,6 +21,11 @@ class TunnelConfig:
     port: int = 61000
     encryption: str = "tls"  # tls | none
     tproxy_port: int = 61080
+    congestion: str | None = "bbr"  # TCP congestion control of tunnel sockets (None: the host's default)
+    kcp_port: int | None = None  # UDP port of KCP sessions (None: the same number as ``port``)
+    kcp_fec: str = "auto"  # auto | on | off
+    kcp_window: int = 4096  # KCP segments in flight each way
+    kcp_rate_mbit: int = 1000  # pacing rate of unlimited KCP services
 
 
 @dataclass(frozen=True)
@@ -105,17 +110,7 @@ def parse_config(raw: dict | None, *, env: dict | None = None, source: Path | No
     keys = lic.get("issuer_public_keys") or []
     if isinstance(keys, str):
         keys = [keys]
-    tun_raw = raw.get("tunnel") or {}
-    unknown_tun = set(tun_raw) - {"port", "encryption", "tproxy_port"}
-    if unknown_tun:
-        raise ConfigError(f"unknown tunnel key(s): {', '.join(sorted(unknown_tun))}")
-    tunnel = TunnelConfig(
-        port=int(tun_raw.get("port", 61000)),
-        encryption=str(tun_raw.get("encryption", "tls")),
-        tproxy_port=int(tun_raw.get("tproxy_port", 61080)),
-    )
-    if tunnel.encryption not in ("tls", "none"):
-        raise ConfigError(f"tunnel.encryption must be tls or none, not {tunnel.encryption!r}")
+    tunnel = _tunnel_settings(raw.get("tunnel") or {})
     dataplane = _dataplane_settings(raw.get("dataplane"))
     return AgentConfig(
         data_dir=Path(raw.get("data_dir", "/var/lib/arctic")),
@@ -134,6 +129,43 @@ def parse_config(raw: dict | None, *, env: dict | None = None, source: Path | No
         dataplane=dataplane,
         source_path=source,
     )
+
+
+_TUNNEL = {"port", "encryption", "tproxy_port", "congestion", "kcp_port", "kcp_fec", "kcp_window", "kcp_rate_mbit"}
+
+
+def _tunnel_settings(raw: object) -> TunnelConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError("tunnel: must be a mapping")
+    unknown = set(raw) - _TUNNEL
+    if unknown:
+        raise ConfigError(f"unknown tunnel key(s): {', '.join(sorted(unknown))}")
+
+    def whole(key: str, default: int | None, lo: int, hi: int) -> int | None:
+        value = raw.get(key, default)
+        if value is None and default is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ConfigError(f"tunnel.{key} must be a whole number from {lo} to {hi}")
+        return value
+
+    tunnel = TunnelConfig(
+        port=whole("port", 61000, 1, 65535) or 61000,
+        encryption=str(raw.get("encryption", "tls")),
+        tproxy_port=whole("tproxy_port", 61080, 1, 65535) or 61080,
+        congestion=raw.get("congestion", "bbr"),
+        kcp_port=whole("kcp_port", None, 1, 65535),
+        kcp_fec=str(raw.get("kcp_fec", "auto")),
+        kcp_window=whole("kcp_window", 4096, 32, 32768) or 4096,
+        kcp_rate_mbit=whole("kcp_rate_mbit", 1000, 0, 100_000) or 0,
+    )
+    if tunnel.encryption not in ("tls", "none"):
+        raise ConfigError(f"tunnel.encryption must be tls or none, not {tunnel.encryption!r}")
+    if tunnel.congestion not in (None, "bbr", "cubic", "reno"):
+        raise ConfigError(f"tunnel.congestion must be bbr, cubic, reno or null, not {tunnel.congestion!r}")
+    if tunnel.kcp_fec not in ("auto", "on", "off"):
+        raise ConfigError(f"tunnel.kcp_fec must be auto, on or off, not {tunnel.kcp_fec!r}")
+    return tunnel
 
 
 def _dataplane_settings(raw: object) -> DataplaneSettings:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 from arctic.daemon.reconcile import ReconcileWorker
@@ -65,17 +64,3 @@ def test_a_refused_desired_state_keeps_the_interface_facts_and_the_bind_address(
         "the interface still exists: its facts and the data plane's source address must not be dropped"
 
 
-def test_an_uncarried_transport_is_reported_once_while_it_lasts(worker, caplog):
-    caplog.set_level(logging.WARNING, logger="arctic")
-    with worker.runtime.db.write() as tx:
-        tx.execute("UPDATE services SET transport_type = 'kcp' WHERE id = ?", (SVC,))
-    worker.run_once("kcp")
-    worker.run_once("kcp again")
-    with worker.runtime.db.write() as tx:
-        tx.execute("UPDATE services SET transport_type = 'tcp' WHERE id = ?", (SVC,))
-    worker.run_once("tcp")
-    with worker.runtime.db.write() as tx:
-        tx.execute("UPDATE services SET transport_type = 'kcp' WHERE id = ?", (SVC,))
-    worker.run_once("kcp once more")
-    warnings = [r for r in caplog.records if "transport kcp" in r.getMessage()]
-    assert len(warnings) == 2, "once per stretch of time the service is kcp"

@@ -60,8 +60,6 @@ def test_bare_ulid_peer_ids_are_accepted(api, peer_b):
     ({}, 400, "MISSING_FIELD", "target_peer_id is required"),
     ({"target_peer_id": "{b}", "transport_type": "udp"}, 400, "INVALID_TRANSPORT", "Transport must be tcp or kcp"),
     ({"target_peer_id": "{b}", "fully_transparent": True}, 400, "INVALID_REQUEST", "requires_interface"),
-    ({"target_peer_id": "{b}", "fully_transparent": True, "requires_interface": True, "transport_type": "kcp"},
-     400, "INVALID_REQUEST", "only works with transport_type tcp"),
     ({"target_peer_id": "{b}", "requires_interface": True, "desired_ipv4_cidr": "192.168.100.0/33"},
      400, "INVALID_CIDR", "desired_ipv4_cidr"),
     ({"target_peer_id": "{b}", "requires_interface": True, "desired_ipv4_cidr": "fd00::1/64"},
@@ -205,11 +203,12 @@ def test_an_unreachable_target_leaves_the_interface_facts_empty_and_the_answer_2
     assert resp.status_code == 200 and resp.get_json()["interface_mac"] is None
 
 
-def test_a_kcp_service_is_created_with_a_warning_header_that_it_carries_nothing_yet(api, peer_b):
+def test_a_kcp_service_is_a_service_like_any_other_transparent_mode_included(api, peer_b):
+    """KCP carries the same TCP connections (transport between the peers only), so nothing warns or refuses."""
     kcp = api.post("/v1/services", json={"target_peer_id": peer_b, "transport_type": "kcp"})
-    assert kcp.status_code == 201
-    assert kcp.headers["Warning"].startswith('299 arctic "transport kcp is not carried by this agent')
+    assert kcp.status_code == 201 and "Warning" not in kcp.headers
     updated = api.put(f"/v1/services/{kcp.get_json()['id']}", json={"bandwidth_limit_mbps": 10})
-    assert updated.status_code == 200 and "transport kcp" in updated.headers["Warning"]
-    tcp = api.post("/v1/services", json={"target_peer_id": peer_b})
-    assert tcp.status_code == 201 and "Warning" not in tcp.headers
+    assert updated.status_code == 200 and "Warning" not in updated.headers
+    transparent = api.post("/v1/services", json={"target_peer_id": peer_b, "transport_type": "kcp",
+                                                  "fully_transparent": True, "requires_interface": True})
+    assert transparent.status_code == 201, transparent.get_json()

@@ -25,7 +25,7 @@ from pathlib import Path
 from arctic.dataplane.keys import private_key_pem, public_key_b64
 from arctic.ids import new_id
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from harness import Lab, transit
+from harness import Lab, transit, wan_transit
 from harness.servers import LabServer
 from sessionclient import Identity, RawSession
 
@@ -138,10 +138,11 @@ def new_identity() -> Identity:
 class Plane:
     """Both data-plane processes of one encryption mode, with their configs, servers and identities."""
 
-    def __init__(self, lab: Lab, topo, encryption: str, *, workers: int = 2, **settings) -> None:
-        """``settings``: more data-plane config keys (``stream_window``, ``bulk_lanes``, ...)."""
+    def __init__(self, lab: Lab, topo, encryption: str, *, workers: int = 2, transport: str = "tcp",
+                 **settings) -> None:
+        """``transport`` of every service; ``settings``: more data-plane config keys (``bulk_lanes``, ...)."""
         self.lab, self.t, self.encryption = lab, topo, encryption
-        self.workers, self.settings = workers, settings
+        self.workers, self.transport, self.settings = workers, transport, settings
         self.servers: dict[str, DigestServer] = {}
         self.dir = lab.run_dir / f"dp-{encryption}-{secrets.token_hex(3)}"
         self.dir.mkdir()
@@ -165,19 +166,20 @@ class Plane:
         route = {"id": 1, "source_cidr": "10.0.0.0/8", "dest_cidr": "192.168.100.0/24", "priority": 100, "seq": 1}
         route6 = {"id": 3, "source_cidr": "fd00:10::/64", "dest_cidr": "fd00:100::/64", "seq": 5}
         return [
-            {"id": self.svc, "source_peer_id": a, "target_peer_id": b, "transport_type": "tcp",
+            {"id": self.svc, "source_peer_id": a, "target_peer_id": b, "transport_type": self.transport,
              "fully_transparent": False, "bind_address": self.bind_address, "so_priority": 0x10020,
              "routes": [route, route6, *self.extra_routes]},
-            {"id": self.svc_transparent, "source_peer_id": a, "target_peer_id": b, "transport_type": "tcp",
+            {"id": self.svc_transparent, "source_peer_id": a, "target_peer_id": b, "transport_type": self.transport,
              "fully_transparent": True, "bind_address": None, "so_priority": 0,
              "routes": [{"id": 1, "source_cidr": "10.1.0.0/16", "dest_cidr": "192.168.100.0/24", "priority": 100,
                          "seq": 2},
                         {"id": 2, "source_cidr": f"{TRANSPARENT_CLIENT6}/128", "dest_cidr": "fd00:100::/64",
                          "seq": 6}]},
-            {"id": self.svc_dead, "source_peer_id": a, "target_peer_id": self.dead.peer_id, "transport_type": "tcp",
+            {"id": self.svc_dead, "source_peer_id": a, "target_peer_id": self.dead.peer_id,
+             "transport_type": self.transport,
              "routes": [{"id": 1, "dest_cidr": f"{DEAD_DST}/32", "seq": 3}]},
             {"id": self.svc_no_agent, "source_peer_id": a, "target_peer_id": self.no_agent.peer_id,
-             "transport_type": "tcp", "routes": [{"id": 1, "dest_cidr": f"{NO_AGENT_DST}/32", "seq": 4}]},
+             "transport_type": self.transport, "routes": [{"id": 1, "dest_cidr": f"{NO_AGENT_DST}/32", "seq": 4}]},
         ]
 
     def config(self, name: str) -> dict:
@@ -275,9 +277,13 @@ class Plane:
 
 
 
-def build_topology(lab: Lab):
-    """The transit lab with IPv6, a transparent-mode client address and the TPROXY recipe; returns (t, servers)."""
-    t = transit(lab)
+def build_topology(lab: Lab, *, wan: bool = False):
+    """The transit lab with IPv6, a transparent-mode client address and the TPROXY recipe; returns (t, servers).
+
+    ``wan``: agent-a <-> agent-b crosses the emulated WAN (``harness.wan_transit``; ``t.wan`` sets delay and
+    loss), which is IPv4 only between the agents (the client and server LANs keep IPv6).
+    """
+    t = wan_transit(lab) if wan else transit(lab)
     t.client_addr(TRANSPARENT_CLIENT, 16)
     t.cl.addr("eth-lan", f"{CLIENT6}/64", f"{TRANSPARENT_CLIENT6}/64")
     t.agent_a.addr("eth-lan", f"{AGENT_A6}/64")

@@ -202,9 +202,10 @@ class BandwidthLab:
         assert proc.returncode == 0, f"arctic {' '.join(args)} exited {proc.returncode}: {proc.stderr}"
         return proc.stdout
 
-    def create_limited(self, mbps: int, dest: str) -> str:
+    def create_limited(self, mbps: int, dest: str, transport: str = "tcp") -> str:
         """``arctic services create --bandwidth-limit`` + a destination route, ready to carry (both agents)."""
-        out = self.cli("services", "create", "--target-peer", self.pair.peer_id("b"), "--bandwidth-limit", str(mbps))
+        out = self.cli("services", "create", "--target-peer", self.pair.peer_id("b"), "--bandwidth-limit", str(mbps),
+                       "--transport", transport)
         sid = out.rsplit("ID=", 1)[1].split()[0]
         self.pair.add_routes(sid, {"dest_cidr": dest, "priority": 100})
         self.wait_carried(sid, dest)
@@ -282,6 +283,21 @@ def wait_rate(bw: BandwidthLab, sid: str, bases: dict[str, int], rate: str | Non
     return time.monotonic()
 
 
+def wire_rate(bw: BandwidthLab, name: str, base: int, *, reverse: bool, seconds: float = 2.0) -> float:
+    """Mbit/s the service's HTB classes on agent-``name`` sent (frame bytes), sampled over ``seconds`` in the
+    middle of a 5 s iperf3 run (after its start-up, before its end)."""
+    run = bw.t.cl.popen("iperf3", "-c", S1, "-p", str(IPERF_PORT), "-t", "5", *(["-R"] if reverse else []),
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.5)  # a sampling window, not a wait for an event: the rate is what is measured
+        first, start = sum(bw.slot_bytes(name, base).values()), time.monotonic()
+        time.sleep(seconds)
+        sent, end = sum(bw.slot_bytes(name, base).values()), time.monotonic()
+    finally:
+        run.wait(30)
+    return (sent - first) * 8 / (end - start) / 1e6
+
+
 # --- the limit, as the operator sets and sees it -----------------------------------------------------------
 
 def test_cli_create_update_and_remove_a_limit_shows_in_get_list_and_both_kernels(bw: BandwidthLab) -> None:
@@ -317,6 +333,18 @@ def test_a_50_mbps_service_measures_40_to_55_with_iperf3_in_each_direction(bw: B
                    "target->source, iperf3 -R (shaped by agent-b)")
     assert up.error is None and IN_BOUNDS[0] <= up.total <= IN_BOUNDS[1], f"source->target: {up}"
     assert down.error is None and IN_BOUNDS[0] <= down.total <= IN_BOUNDS[1], f"target->source: {down}"
+
+
+def test_a_50_mbps_kcp_service_sends_within_5_percent_of_its_limit_each_way(bw: BandwidthLab) -> None:
+    """KCP paces each session at the limit (a little under it), so HTB's class is filled but not overrun."""
+    sid = bw.create_limited(LIMIT, "192.168.100.0/24", transport="kcp")
+    for name, reverse in (("a", False), ("b", True)):
+        base = bw.block(name, sid)
+        rate = settled(lambda name=name, base=base, reverse=reverse: wire_rate(bw, name, base, reverse=reverse),
+                       lambda r: 0.95 * LIMIT <= r <= 1.05 * LIMIT, f"KCP service, wire rate on agent-{name}")
+        assert 0.95 * LIMIT <= rate <= 1.05 * LIMIT, f"agent-{name} sent {rate:.1f} Mbit/s for a {LIMIT} limit"
+    goodput = iperf(bw.t.cl, S1)
+    assert goodput.error is None and goodput.total >= 0.85 * LIMIT, goodput  # and it carries that much payload
 
 
 @dataclass

@@ -13,6 +13,7 @@ import socket
 import statistics
 import struct
 import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -475,3 +476,13 @@ def test_direct_routing_baseline_is_reported(lab_topology):
     finally:
         t.disable_direct_routing()
         t.agent_a.run("nft", "-f", "-", input=AGENT_A_NFT)
+
+
+def test_a_second_data_plane_in_the_same_namespace_refuses_to_start(plane):
+    """Listeners use SO_REUSEPORT (for the workers); a second instance must not quietly take half the traffic."""
+    host = plane.t.agent_a
+    second = host.run(sys.executable, "-m", "arctic.dataplane", "--config", plane.config_path("a"), check=False,
+                      timeout=30)
+    assert second.returncode == 1, second
+    assert "another data plane already serves TPROXY port" in second.stdout + second.stderr
+    assert exchange(client(plane), s1(plane), upload=1000, reply=1000).intact()

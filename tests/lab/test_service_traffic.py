@@ -136,6 +136,8 @@ class Cluster(ArcticPair):
             left.append("tc root 61:")
         if self.dataplane_config(name).get("services"):
             left.append("services in dataplane.json")
+        if self.sh(name, "ss", "-Huan", "( sport = :61000 or dport = :61000 )").strip():
+            left.append("a UDP socket of a KCP session or listener")
         return left
 
 
@@ -329,23 +331,23 @@ def test_a_service_created_through_its_target_with_an_explicit_source_peer(clust
     assert f"arctic {sid} route 1" in cluster.sh("a", "nft", "list", "ruleset")
 
 
-def test_a_kcp_service_is_accepted_but_its_connections_are_reset_and_the_agent_says_why(cluster):
-    sid = cluster.create_service(transport_type="kcp")
-    cluster.add_routes(sid, {"dest_cidr": "192.168.100.0/24", "priority": 100})
-    wait_until(lambda: f"arctic {sid} route 1" in cluster.sh("a", "nft", "list", "ruleset"),
-               what="agent-a to install the kcp service's route")
-    before = cluster.servers[0].count()
-
-    def refused_for_its_transport() -> bool:
-        with pytest.raises((OSError, ValueError)):  # reset (or EOF without an answer): never a silent success
-            cluster.connect(S1, timeout=5)
-        return cluster.stats("a").get("refused", {}).get("transport_unavailable", 0) >= 1
-
-    # until the data plane has reloaded with the new service it refuses for "no_route": reset either way
-    wait_until(refused_for_its_transport, interval=0.5, what="the data plane to refuse for the kcp transport")
-    assert cluster.servers[0].count() == before, "nothing may reach the server"
-    warned = [ln for ln in cluster.agents["a"].log_text().splitlines() if "transport kcp" in ln and sid in ln]
-    assert len(warned) == 1, "the agent says once why the service's connections are reset"
+def test_a_kcp_service_with_its_own_interface_in_transparent_mode_carries_connections(cluster):
+    """KCP is only the transport between the peers: interface, Transparent Mode and routes work as with TCP."""
+    sid = cluster.create_service(transport_type="kcp", requires_interface=True, fully_transparent=True,
+                                 desired_ipv4_cidr=f"{SERVICE_IP}/24")
+    cluster.add_routes(sid, {"source_cidr": "10.0.0.0/8", "dest_cidr": "192.168.100.0/24", "priority": 100})
+    cluster.t.s1.route("10.0.0.0/8", via=AGENT_B_NET100)  # the server routes client prefixes back via agent-b
+    try:
+        answer = wait_until(lambda: cluster.reaches(S1) and cluster.connect(S1, payload=os.urandom(300_000)),
+                            what="a transparent connection over KCP")
+        assert answer["intact"] and answer["peer"] == CLIENT
+        shown = cluster.api("GET", f"/v1/services/{sid}", on="b")
+        assert "macvlan" in cluster.sh("b", "ip", "-d", "link", "show", "dev", shown["interface_name"])
+        kcp = [s for s in cluster.stats("a")["sessions"] if s["service"] == sid and s["transport"] == "kcp"]
+        assert kcp and all(s["state"] == "up" for s in kcp), kcp
+        assert "kcp" in cluster.stats("b")["listening"]  # the target serves KCP while a KCP service comes to it
+    finally:
+        cluster.t.s1.unroute("10.0.0.0/8")
 
 
 # --- deleting leaves nothing --------------------------------------------------------------------------------

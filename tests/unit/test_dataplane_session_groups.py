@@ -88,7 +88,8 @@ async def settle() -> None:
 
 def pool_for(limit: int, *, worker: int = 0, workers: int = 2) -> tuple[SessionPool, FakeDialer]:
     dialer = FakeDialer()
-    pool = SessionPool(transport=dialer, stats=Stats(), log=Log(), worker_index=worker, worker_count=workers)
+    pool = SessionPool(transports={"tcp": dialer}, stats=Stats(), log=Log(), worker_index=worker,
+                       worker_count=workers)
     pool.update(config(limit), ("tcp",))
     return pool, dialer
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, after_this_request, request
+from flask import Blueprint, request
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from arctic.api.endpoint import agent, endpoint
@@ -22,7 +22,6 @@ from arctic.api.routes import RouteSchema
 from arctic.api.validation import json_body, load
 from arctic.auth import scopes as scope_rules
 from arctic.cluster import limits
-from arctic.dataplane.config import uncarried_transport_warning
 from arctic.errors import AlreadyExists, InvalidRequest
 from arctic.ids import new_id, parse_id
 from arctic.logs import get_logger
@@ -106,22 +105,9 @@ def check_service_rules(svc: dict) -> None:
     if svc["fully_transparent"] and not svc["requires_interface"]:
         raise InvalidRequest("fully_transparent requires requires_interface: true "
                              "(Transparent Mode needs the service's own interface)")
-    if svc["fully_transparent"] and svc["transport_type"] != "tcp":
-        raise InvalidRequest("fully_transparent only works with transport_type tcp")
     for key in ("desired_ipv4_cidr", "desired_ipv6_cidr"):
         if svc.get(key) and not svc["requires_interface"]:
             raise InvalidRequest(f"{key} needs requires_interface: true (it is the service interface's address)")
-
-
-def _warn_if_uncarried(transport: str) -> None:
-    """An HTTP ``Warning`` header (code 299, as the Kubernetes API does) when the service will carry nothing yet:
-    the write succeeds, and the CLI prints the text on stderr."""
-    warning = uncarried_transport_warning(transport)
-    if warning:
-        @after_this_request
-        def add_warning(response):
-            response.headers.add("Warning", f'299 arctic "{warning}"')
-            return response
 
 
 def checked_update(current, body: dict) -> dict:
@@ -193,7 +179,6 @@ def create_service():
         repo.insert_service(tx, service_id, svc, to_rfc3339(runtime.clock()))
         created = repo.get_service(tx, service_id)
     log.info("service created", service_id=service_id, source=svc["source_peer_id"], target=svc["target_peer_id"])
-    _warn_if_uncarried(created.transport_type)
     return created.to_api(with_routes=True), 201
 
 
@@ -214,7 +199,6 @@ def update_service(service_id: str):
         repo.update_service(tx, current.id, body, to_rfc3339(runtime.clock()))
         updated = repo.get_service(tx, current.id)
     log.info("service updated", service_id=current.id, fields=sorted(body))
-    _warn_if_uncarried(updated.transport_type)
     return updated.to_api(with_routes=True)
 
 

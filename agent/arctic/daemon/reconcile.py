@@ -34,7 +34,6 @@ from typing import Any
 from arctic.config import AgentConfig
 from arctic.daemon import rendering
 from arctic.daemon.dataplane_supervisor import DataplaneSupervisor
-from arctic.dataplane.config import uncarried_transport_warning
 from arctic.fileutil import replace_private_file
 from arctic.logs import get_logger
 from arctic.netconf.applier import KernelApplier
@@ -202,7 +201,6 @@ class ReconcileWorker:
         self.last: RunReport | None = None
         self._qos_applied = ""
         self._bind_addresses: dict[str, str | None] = {}
-        self._transport_warned: set[str] = set()
         self._interval = max(1.0, float(self.config.reconcile_interval))
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -280,7 +278,6 @@ class ReconcileWorker:
                 return None
             report = RunReport(reason=reason, started_at=time.time(), services=len(view.services))
             started = time.monotonic()
-            self._warn_uncarried_transports(view)
             statuses = self._apply_netconf(view, report)
             priorities = self._apply_qos(view, report)
             if statuses is not None:  # else the interfaces are as they were: keep their facts and bind addresses
@@ -292,14 +289,6 @@ class ReconcileWorker:
                 log.info("reconciled", reason=reason, services=report.services, actions=report.actions,
                          errors=report.errors, seconds=round(report.seconds, 3))
             return report
-
-    def _warn_uncarried_transports(self, view: rendering.LocalView) -> None:
-        """Say once (while it stays so) why a service of a transport the data plane does not carry (kcp) gets its
-        connections reset: the API accepts the transport, it is part of the documented model."""
-        uncarried = {s.id: w for s in view.services if (w := uncarried_transport_warning(s.transport_type))}
-        for service_id in uncarried.keys() - self._transport_warned:
-            tlog.warning(uncarried[service_id], service_id=service_id)
-        self._transport_warned = set(uncarried)  # forget deleted services and ones switched to a carried transport
 
     def _apply_netconf(self, view: rendering.LocalView, report: RunReport) -> list[InterfaceStatus] | None:
         """The interfaces as observed after applying; None when nothing was applied (nothing new was observed)."""

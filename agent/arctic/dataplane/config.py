@@ -24,15 +24,8 @@ from arctic.ids import parse_id
 
 ENCRYPTIONS = ("tls", "none")
 TRANSPORTS = ("tcp", "kcp")  # what a service may declare (the documented model)
-CARRIED_TRANSPORTS = ("tcp",)  # what this data plane carries; the others are intercepted and reset
-
-
-def uncarried_transport_warning(transport: str) -> str | None:
-    """The operator-facing reason a service of ``transport`` carries nothing yet (None when it is carried)."""
-    if transport in CARRIED_TRANSPORTS:
-        return None
-    return (f"transport {transport} is not carried by this agent's data plane yet: connections matching this "
-            "service's routes are reset (use transport tcp)")
+CARRIED_TRANSPORTS = ("tcp", "kcp")  # what this data plane carries
+KCP_FEC_MODES = ("auto", "on", "off")
 
 
 class ConfigError(ValueError):
@@ -113,6 +106,10 @@ class DataplaneConfig:
     bulk_lanes: bool = True  # plaintext: move bulk streams onto spliced connections of their own (``lanes``)
     lane_threshold: int = 1 << 20  # bytes one way after which a stream counts as bulk
     tunnel_congestion: str | None = "bbr"  # TCP congestion control of tunnel sockets (None = host default)
+    kcp_port: int = 61000  # UDP port of KCP sessions (the TCP tunnel port's number by default)
+    kcp_fec: str = "auto"  # Reed-Solomon parity: "on" (always 10+3), "auto" (while loss is seen), "off"
+    kcp_window: int = 4096  # KCP segments in flight each way (see docs/kcp.md: sized for 250 ms paths)
+    kcp_rate_mbit: int = 1000  # pacing rate of unlimited KCP services (limited ones pace at their limit)
     peers: Mapping[str, PeerConfig] = field(default_factory=dict)
     services: tuple[ServiceConfig, ...] = ()
     stats_file: Path | None = None
@@ -202,6 +199,12 @@ def _cidr(value: Any, key: str) -> str | None:
         raise ConfigError(str(err)) from None
 
 
+def _choice(value: Any, key: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{key}: must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def _congestion(value: Any) -> str | None:
     if value is None or value in CONGESTION_CONTROLS:
         return value
@@ -264,7 +267,7 @@ def _parse_service(raw: Any, where: str) -> ServiceConfig:
 _REQUIRED = {"local_peer_id", "identity_key_file"}
 _OPTIONAL = {"tproxy_port", "tunnel_port", "tunnel_bind", "encryption", "drain_seconds", "connect_timeout",
              "workers", "stream_window", "stream_window_max", "keepalive_interval", "bulk_lanes", "lane_threshold",
-             "tunnel_congestion",
+             "tunnel_congestion", "kcp_port", "kcp_fec", "kcp_window", "kcp_rate_mbit",
              "peers", "services", "stats_file"}
 CONGESTION_CONTROLS = ("bbr", "cubic", "reno")
 
@@ -323,6 +326,10 @@ def parse_config(raw: Any, *, base_dir: Path | None = None) -> DataplaneConfig:
         bulk_lanes=_bool(obj.get("bulk_lanes", True), "bulk_lanes"),
         lane_threshold=_int(obj.get("lane_threshold", 1 << 20), "lane_threshold", 0, 2**40),
         tunnel_congestion=_congestion(obj.get("tunnel_congestion", "bbr")),
+        kcp_port=_int(obj.get("kcp_port", tunnel_port), "kcp_port", 1, 65535),
+        kcp_fec=_choice(obj.get("kcp_fec", "auto"), "kcp_fec", KCP_FEC_MODES),
+        kcp_window=_int(obj.get("kcp_window", 4096), "kcp_window", 32, 32768),
+        kcp_rate_mbit=_int(obj.get("kcp_rate_mbit", 1000), "kcp_rate_mbit", 0, 100_000),
         peers=peers,
         services=services,
         stats_file=path("stats_file"),

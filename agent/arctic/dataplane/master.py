@@ -83,6 +83,7 @@ class Master:
         self._applied_text = ""
         self._stats_failing = False
         self._stats_path = default_stats_path(config_path)
+        self._instance = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # bound by ``_claim``
 
     # --- configuration -----------------------------------------------------------------------------------------
 
@@ -116,6 +117,11 @@ class Master:
         except (ConfigError, IdentityKeyError) as err:
             self.log.error("cannot start: bad configuration", error=str(err), config=str(self.config_path))
             return 2
+        try:
+            self._claim(snap.cfg.tproxy_port)
+        except OSError as err:
+            self.log.error("cannot start: cannot listen", error=str(err))
+            return 1
         self.generation = self.applied_generation = snap.generation
         self._applied_text = self.config_text
         self.snapshot = snap
@@ -133,6 +139,17 @@ class Master:
         self.log.info("data plane started", **self._describe(snap))
         self._write_stats()
         return self._loop()
+
+    def _claim(self, port: int) -> None:
+        """One data plane per network namespace and port. Every listener uses SO_REUSEPORT (the workers share
+        them), which would also let a second data plane quietly take half the traffic; an abstract Unix socket
+        named after the port (network-namespace wide, gone with the process) refuses the second one."""
+        try:
+            self._instance.bind(f"\0arctic-dataplane:{port}")
+        except OSError:
+            self._instance.close()
+            raise OSError(f"another data plane already serves TPROXY port {port} in this network namespace") \
+                from None
 
     def _install_signals(self) -> None:
         signal.set_wakeup_fd(self._wake_w)
@@ -159,6 +176,7 @@ class Master:
             code = 1
             try:
                 ours.close()
+                self._instance.close()  # the claim is the master's: it ends with the master
                 for handle in self.workers.values():
                     handle.sock.close()
                 self.selector.close()

@@ -411,7 +411,8 @@ class Session(asyncio.Protocol):
     # --- reporting -------------------------------------------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
-        return {
+        details = getattr(self.transport, "describe", None)  # KCP sessions tell more (srtt, FEC, drops)
+        return {**({"kcp": details()} if callable(details) else {}),
             "peer": self.peer_id, "service": self.service_id, "slot": self.slot, "role": self.role,
             "state": "closed" if self.closed else ("draining" if self.going_away else "up"),
             "transport": self.transport_name, "encrypted": self.encrypted,

@@ -121,7 +121,7 @@ class SessionGroup:
         hello = Hello(client_peer_id=pool.local_peer_id, server_peer_id=self.peer.peer_id,
                       service_id=self.service.id, slot=slot, window=pool.cfg.stream_window, want=slot)
         try:
-            link = await pool.transport.dial(self.peer, hello, priority=self.service.priority_of_slot(slot))
+            link = await self.transport.dial(self.peer, hello, priority=self.service.priority_of_slot(slot))
         except (HandshakeError, OSError) as err:
             reason = err.reason if isinstance(err, HandshakeError) else "tunnel_connect_failed"
             self._dial_failed(slot, reason, str(err))
@@ -148,12 +148,12 @@ class SessionGroup:
                           service_id=self.service.id, slot=slot, token=link.token, mac=link.mac,
                           window=pool.cfg.stream_window, peer_window=link.peer_window,
                           max_window=pool.cfg.stream_window_max,
-                          transport_name=pool.transport.name, encrypted=link.encrypted,
+                          transport_name=self.transport.name, encrypted=link.encrypted,
                           keepalive=pool.cfg.keepalive_interval, lane_key=link.keys.lane, log=pool.log)
-        session.priority = self.service.priority_of_slot(slot)
         session.group = self
         self.sessions[slot] = session
         session.attach(link.transport, link.leftover)
+        shape(session, self.service)
         link.transport.resume_reading()
         return session
 
@@ -207,14 +207,15 @@ class SessionGroup:
             self.last_error = reason
             self._schedule_retry()
 
+    @property
+    def transport(self) -> Any:
+        return self.pool.transports[self.service.transport_type]
+
     def update(self, service: ServiceConfig) -> None:
-        """Same peer, new service settings (routes, slots, limit): re-prioritise the live sessions."""
+        """Same peer, new service settings (routes, slots, limit): reshape the live sessions."""
         self.service = service
-        for slot, session in self.sessions.items():
-            priority = service.priority_of_slot(slot)
-            if priority != session.priority:
-                session.priority = priority
-                set_session_priority(session, priority)
+        for session in self.sessions.values():
+            shape(session, service)
 
     def retire(self) -> None:
         """No longer configured: no new streams; each session closes once its streams have ended."""
@@ -248,7 +249,7 @@ class SessionGroup:
         if not rows:
             state = "connecting" if self.dialing else ("backoff" if self.failures else "idle")
             rows.append({"peer": self.peer.peer_id, "service": self.service.id, "slot": self.primary,
-                         "role": "client", "state": state, "transport": self.pool.transport.name,
+                         "role": "client", "state": state, "transport": self.transport.name,
                          "rtt_ms": None, "streams": 0, "streams_total": 0, "bytes_in": 0, "bytes_out": 0,
                          "last_error": self.last_error or None})
         for row in rows:
@@ -262,19 +263,28 @@ def group_key(peer: PeerConfig, service: ServiceConfig, cfg: DataplaneConfig) ->
             cfg.tunnel_port, cfg.encryption)
 
 
-def set_session_priority(session: Session, priority: int) -> None:
-    """Re-shape a live session (a limit set later applies to the streams it already carries)."""
-    sock = session.transport.get_extra_info("socket") if session.transport is not None else None
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, netsock.SO_PRIORITY, priority)
+def shape(session: Session, service: ServiceConfig | None) -> None:
+    """Give a session its service's QoS slot (SO_PRIORITY of its socket: HTB's class) and, on transports that pace
+    (KCP), the service's limit as pacing rate. Also for live sessions: a limit set later applies to the streams
+    they already carry."""
+    priority = service.priority_of_slot(session.slot) if service is not None else 0
+    transport = session.transport
+    if priority != session.priority:
+        session.priority = priority
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, netsock.SO_PRIORITY, priority)
+    if hasattr(transport, "limit"):
+        transport.limit(service.bandwidth_limit_mbps if service is not None else 0)
 
 
 class SessionPool:
     """Every session this worker opened as a source, by (peer, service)."""
 
-    def __init__(self, *, transport: Any, stats: Any, log: Any, worker_index: int, worker_count: int) -> None:
-        self.transport = transport
+    def __init__(self, *, transports: dict[str, Any], stats: Any, log: Any, worker_index: int,
+                 worker_count: int) -> None:
+        self.transports = transports  # by name: "tcp", "kcp"
         self.stats = stats
         self.log = log
         self.worker_index = worker_index

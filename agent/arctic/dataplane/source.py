@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import frames, netsock
-from .config import CARRIED_TRANSPORTS, ServiceConfig
+from .config import ServiceConfig
 from .session import Session
 from .streams import OPENING, WAITING, Stream
 
@@ -57,10 +57,6 @@ class Source:
             return
         _route, service = match
         stream.service_id = service.id
-        if service.transport_type not in CARRIED_TRANSPORTS:
-            self._refuse(stream, "transport_unavailable",
-                         f"transport {service.transport_type} is not served by this data plane")
-            return
         group = worker.pool.group(service.id)
         if group is None:
             self._refuse(stream, "unknown_target_peer", f"target peer {service.target_peer_id} not configured")

@@ -95,6 +95,7 @@ class Stats:
             "lanes": dict(self.lanes),
             "sessions_accepted": self.sessions_accepted,
             "steered": self.steered,
+            "kcp_dropped": {},
         }
         data.update(extra)
         return data
@@ -103,7 +104,7 @@ class Stats:
 # --- merging the workers' snapshots (master process) -----------------------------------------------------------------
 
 _SUMMED = ("active_connections", "total_connections", "relayed_connections", "refused", "bytes", "by_side",
-           "services", "tls_handshakes", "session_failures", "lanes", "sessions_accepted", "steered")
+           "services", "tls_handshakes", "session_failures", "lanes", "sessions_accepted", "steered", "kcp_dropped")
 
 
 def _add(into: dict[str, Any], other: dict[str, Any]) -> None:

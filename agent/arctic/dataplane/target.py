@@ -18,7 +18,7 @@ from . import frames, netsock
 from .admission import Admitted, Refused, admit
 from .frames import REFUSE
 from .session import Session
-from .sessions import set_session_priority
+from .sessions import shape
 from .streams import CONNECTING, Stream
 from .transports import Established
 
@@ -67,11 +67,7 @@ class Target:
         self.worker.stats.steered += 1
 
     def _shape(self, session: Session) -> None:
-        service = self.worker.snapshot.cfg.services_by_id.get(session.service_id)
-        priority = service.priority_of_slot(session.slot) if service is not None else 0
-        if priority != session.priority:
-            session.priority = priority
-            set_session_priority(session, priority)
+        shape(session, self.worker.snapshot.cfg.services_by_id.get(session.service_id))
 
     def update(self) -> None:
         """A new configuration: re-shape the live sessions; close those of peers that are no longer ours."""

@@ -40,6 +40,7 @@ from .sessions import SessionPool
 from .source import Source
 from .stats import Stats
 from .target import Target
+from .transports import kcp
 from .transports.tcp import TcpSettings, TcpTransport
 
 STATS_EVERY = 1.0
@@ -128,8 +129,9 @@ class Worker:
         self.target = Target(self)
         self.lanes = Lanes(self)
         self.transport = TcpTransport(self.target, index, count, lane_handler=self.lanes.lane_arrived)
-        self.pool = SessionPool(transport=self.transport, stats=self.stats, log=self.log, worker_index=index,
-                                worker_count=count)
+        self.kcp = kcp.KcpTransport(self.target, index, count, log=self.log)
+        self.pool = SessionPool(transports={"tcp": self.transport, "kcp": self.kcp}, stats=self.stats, log=self.log,
+                                worker_index=index, worker_count=count)
         self._reloading = asyncio.Lock()
         self._done: asyncio.Future[int] | None = None
 
@@ -204,6 +206,7 @@ class Worker:
     def stats_snapshot(self) -> dict[str, Any]:
         sessions = self.pool.describe() + [s.describe() for s in self.target.sessions]
         return self.stats.snapshot(worker=self.index, pid=os.getpid(), sessions=sessions,
+                                   kcp_dropped=self.kcp.dropped_totals(),
                                    reconnects=dict(self.pool.reconnects), listening=self.listening(),
                                    config_generation=self.snapshot.generation if self.snapshot else None,
                                    draining=self.draining)
@@ -212,19 +215,22 @@ class Worker:
 
     def _apply_settings(self, snap: Snapshot) -> None:
         self.transport.update(snap.cfg, TcpSettings.build(snap.cfg, snap.key))
+        self.kcp.update(snap.cfg, kcp.KcpSettings.build(snap.cfg, snap.key))
 
     async def reload(self, config_text: str, generation: int) -> None:
         async with self._reloading:
             try:
                 snap = build_snapshot(config_text, self.config_path.parent, generation)
                 settings = TcpSettings.build(snap.cfg, snap.key)
+                kcp_settings = kcp.KcpSettings.build(snap.cfg, snap.key)
+                self.kcp.update(snap.cfg, kcp_settings)  # before listening: a new KCP listener serves with it
                 opened = await self._open_listeners(snap)
             except (ConfigError, IdentityKeyError, OSError, ssl.SSLError, ValueError) as err:
                 self.send({"type": "reloaded", "generation": generation, "error": str(err)})
                 return
             self.snapshot = snap
             self.transport.update(snap.cfg, settings)
-            self._swap_listeners(opened)
+            self._swap_listeners(opened, self._wanted(snap.cfg))
             self.pool.update(snap.cfg, CARRIED_TRANSPORTS)
             self.target.update()
             self.send({"type": "reloaded", "generation": generation, "error": None, "listening": self.listening()})
@@ -232,11 +238,14 @@ class Worker:
     # --- listeners -------------------------------------------------------------------------------------------------
 
     def _wanted(self, cfg: DataplaneConfig) -> dict[str, tuple]:
-        return {
+        wanted = {
             "tproxy4": ("tproxy", socket.AF_INET, cfg.tproxy_port),
             "tproxy6": ("tproxy", socket.AF_INET6, cfg.tproxy_port),
             "tunnel": ("tunnel", cfg.tunnel_bind, cfg.tunnel_port),
         }
+        if any(s.transport_type == "kcp" and s.target_peer_id == cfg.local_peer_id for s in cfg.services):
+            wanted["kcp"] = ("kcp", cfg.tunnel_bind, cfg.kcp_port)  # only while KCP services come to us
+        return wanted
 
     async def _open_listeners(self, snap: Snapshot) -> dict[str, Listener]:
         """Open (and start) the listeners ``snap`` needs that we do not have yet; all or nothing."""
@@ -256,6 +265,9 @@ class Worker:
                 address = netsock.fmt(sock.getsockname())
                 if spec[0] == "tproxy":
                     server = await self.loop.create_server(self.source.protocol, sock=sock, backlog=LISTEN_BACKLOG)
+                elif spec[0] == "kcp":
+                    server = await self.kcp.listen(sock)
+                    address += "/udp"
                 else:
                     server = self.transport.listen(sock)
                 opened[name] = Listener(spec, server, address)
@@ -266,8 +278,11 @@ class Worker:
         return opened
 
     def _listen(self, name: str, spec: tuple, current: Listener | None) -> socket.socket:
-        make = (lambda: netsock.tproxy_listener(spec[1], spec[2])) if spec[0] == "tproxy" else \
-            (lambda: netsock.tcp_listener(spec[1], spec[2]))
+        makers = {"tproxy": netsock.tproxy_listener, "tunnel": netsock.tcp_listener, "kcp": kcp.kcp_listener}
+
+        def make() -> socket.socket:
+            return makers[spec[0]](spec[1], spec[2])
+
         try:
             return make()
         except OSError as err:
@@ -277,13 +292,16 @@ class Worker:
             self.listeners.pop(name).server.close()
             return make()
 
-    def _swap_listeners(self, opened: dict[str, Listener]) -> None:
+    def _swap_listeners(self, opened: dict[str, Listener], wanted: dict[str, tuple] | None = None) -> None:
         for name, listener in opened.items():
             old = self.listeners.pop(name, None)
             if old is not None:
                 old.server.close()
             self.listeners[name] = listener
             self.log.info("listening", listener=name, address=listener.address)
+        for name in [n for n in self.listeners if wanted is not None and n not in wanted]:
+            self.listeners.pop(name).server.close()  # e.g. the last KCP service is gone: no UDP socket is left
+            self.log.info("stopped listening", listener=name)
 
     def listening(self) -> dict[str, str]:
         return {name: listener.address for name, listener in self.listeners.items()}
