@@ -166,12 +166,16 @@ def test_cluster_status_marks_peers_whose_hash_differs(fake_agent: FakeAgent, ru
             {"peer_id": LOCAL_PEER, "name": "agent-1", "address": "127.0.0.1:8080", "is_local": True,
              "reachable": True, "last_seen": None, "registry_hash": "a" * 64},
             {"peer_id": REMOTE_PEER, "name": "agent-2", "address": "198.18.0.2:8080", "is_local": False,
-             "reachable": False, "last_seen": "2025-12-09T04:43:41Z", "registry_hash": "b" * 64},
+             "reachable": False, "last_seen": "2025-12-09T04:43:41Z", "registry_hash": "b" * 64,
+             "session": {"state": "up", "sessions": 4, "sessions_up": 4, "rtt_ms": 0.412, "streams": 3,
+                         "streams_total": 90, "reconnects": 1}},
         ]})
     res = run_cli("cluster", "status")
     assert res.code == 0, res.err
     rows = [line.split() for line in res.out.splitlines() if line.startswith("peer_")]
-    assert rows[0][-1] == "Yes" and rows[1][-1] == "No"
+    assert rows[0][-5] == "Yes" and rows[1][-5] == "No"  # IN SYNC
+    assert rows[0][-4:] == ["-", "-", "-", "-"]  # no data-plane session with oneself
+    assert rows[1][-4:] == ["up(4/4)", "0.41ms", "3", "1"]  # SESSIONS, RTT, STREAMS, RECONNECTS
     assert "2025-12-09 04:43:41 UTC" in res.out
     assert "Services:       1" in res.out
 
