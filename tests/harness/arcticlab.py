@@ -194,17 +194,21 @@ class ArcticPair:
             raise ValueError(f"encryption {encryption!r} must be one of {', '.join(ENCRYPTIONS)}")
         if encryption == self.encryption:
             return
+        self.set_tunnel(timeout=timeout, encryption=encryption)
+        self.encryption = encryption
+
+    def set_tunnel(self, *, timeout: float = 30.0, **settings: Any) -> None:
+        """Restart both agents with these ``tunnel`` settings merged in (services and routes are kept)."""
         for agent in self.agents.values():
             agent.stop()
             stop_dataplane(agent)
-            agent.config["tunnel"] = {**agent.config.get("tunnel", {}), "encryption": encryption}
+            agent.config["tunnel"] = {**agent.config.get("tunnel", {}), **settings}
             agent.config_path.write_text(json.dumps(agent.config))  # JSON is YAML
             agent.start()
         for name, agent in self.agents.items():
             agent.wait_ready(timeout)
             wait_until(lambda name=name: self.dataplane_ready(name), timeout=timeout,
-                       what=f"agent-{name}'s data plane in {encryption} mode")
-        self.encryption = encryption
+                       what=f"agent-{name}'s data plane with tunnel settings {settings}")
 
     def stop(self) -> None:
         """Stop both agents and their data planes (idempotent)."""

@@ -18,6 +18,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -308,3 +309,33 @@ def client(plane: Plane) -> socket.socket:
 
 def s1(plane: Plane) -> tuple[str, int]:
     return (plane.t.s1_ip, SERVER_PORT)
+
+
+def server_reset_reaches_client(plane: Plane, timeout: float) -> bool:
+    """A server on s1 aborts (RST) the first connection after reading its first bytes: does the client through
+    the plane see a reset (True), rather than a clean end (False)? Within ``timeout`` seconds."""
+    t = plane.t
+    listener = t.s1.call(DigestServer._listen, t.s1_ip, SERVER_PORT + 1)
+
+    def abort_first() -> None:
+        conn, _ = listener.accept()
+        conn.recv(10)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+
+    server = threading.Thread(target=abort_first, daemon=True)
+    server.start()
+    sock = client(plane)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((t.s1_ip, SERVER_PORT + 1))
+        sock.sendall(b"hello")
+        while sock.recv(1024):
+            pass
+        return False
+    except ConnectionResetError:
+        return True
+    finally:
+        sock.close()
+        server.join(timeout)
+        listener.close()

@@ -1,9 +1,9 @@
-"""The issue-4 benchmarks still run: each one, in its ``--quick`` mode, produces every figure it promises.
+"""The benchmarks still run: each one, in its ``--quick`` mode (bench/kcp: one cell), produces every figure it promises.
 
 Only the presence of figures is checked, never their size: timing on this machine is too noisy to be a test
 (benchmarks report, they do not fail). Each benchmark builds and tears down its own lab with two real agents, so
-this also proves the shared set-up (``harness.arcticlab``) and the HAProxy anchor still work. The three together
-take about 20-30 s.
+this also proves the shared set-up (``harness.arcticlab``) and the HAProxy anchor still work. The four together
+take about a minute.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ pytestmark = pytest.mark.lab
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
-def run_quick(name: str, tmp_path: Path) -> tuple[str, dict]:
+def run_quick(name: str, tmp_path: Path, *args: str) -> tuple[str, dict]:
     out = tmp_path / f"{name}.json"
-    proc = subprocess.run([sys.executable, str(BENCH / name / "run.py"), "--quick", "--json", str(out)],
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run([sys.executable, str(BENCH / name / "run.py"), *(args or ("--quick",)), "--json", str(out)],
+                          capture_output=True, text=True, timeout=180, check=False)
     assert proc.returncode == 0, f"bench/{name} could not run:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout, json.loads(out.read_text())
 
@@ -57,3 +57,14 @@ def test_routes_bench_times_the_kernel_apply_and_compares_connection_rates(tmp_p
     assert {m["routes"] for m in result["rate"]} == {10, 100}
     assert all(m["completed"] > 0 and m["rate"] > 0 for m in result["rate"])
     assert "rate with 100 routes / rate with 10" in stdout
+
+
+def test_kcp_bench_measures_every_system_across_the_emulated_wan(tmp_path):
+    stdout, samples = run_quick("kcp", tmp_path, "--rtts", "20", "--losses", "0", "--flows", "1", "--seconds", "1",
+                                "--omit", "0", "--latency-seconds", "1")
+    rows = {s["system"]: s for s in samples}
+    assert set(rows) == {"arctic-kcp", "arctic-tcp", "kcptun", "tcp-cubic", "tcp-bbr"}
+    for system, row in rows.items():
+        assert row["error"] is None and row["mbps"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0, (system, row)
+    assert "arctic-kcp / kcptun" in stdout and "target >= 0.8" in stdout
+    assert "check: agent-a's data plane carried" in stdout and "carried 0 " not in stdout  # KCP went through Arctic

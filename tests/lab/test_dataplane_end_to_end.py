@@ -11,7 +11,6 @@ import json
 import signal
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import threading
@@ -32,7 +31,6 @@ from dataplanekit import (
     TRANSPARENT_CLIENT,
     TRANSPARENT_CLIENT6,
     TUNNEL_PORT,
-    DigestServer,
     Exchange,
     Plane,
     build_topology,
@@ -40,8 +38,10 @@ from dataplanekit import (
     exchange,
     lab_socket,
     s1,
+    server_reset_reaches_client,
 )
 from harness import Lab
+from harness.arcticlab import wait_until
 from sessionclient import SessionRejected
 
 pytestmark = pytest.mark.lab
@@ -127,29 +127,7 @@ def test_half_close_client_finishes_sending_and_still_receives_the_reply(plane):
 
 def test_server_reset_reaches_the_client_as_a_reset(plane):
     """RST propagates: a server that aborts its connection makes the client's connection fail, not end cleanly."""
-    t = plane.t
-    listener = t.s1.call(DigestServer._listen, t.s1_ip, SERVER_PORT + 1)
-
-    def abort_first() -> None:
-        conn, _ = listener.accept()
-        conn.recv(10)
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        conn.close()
-
-    server = threading.Thread(target=abort_first, daemon=True)
-    server.start()
-    sock = client(plane)
-    try:
-        sock.settimeout(10)
-        sock.connect((t.s1_ip, SERVER_PORT + 1))
-        sock.sendall(b"hello")
-        with pytest.raises(ConnectionResetError):
-            while sock.recv(1024):
-                pass
-    finally:
-        sock.close()
-        server.join(5)
-        listener.close()
+    assert server_reset_reaches_client(plane, timeout=10)
 
 
 def test_two_hundred_concurrent_connections_all_arrive_intact(plane):
@@ -360,6 +338,28 @@ def test_tunnel_packets_carry_the_service_so_priority(plane):
     assert packets() > before  # so_priority 0x10020 = HTB class 1:20 for the QoS engineer
 
 
+def test_tunnel_sockets_use_bbr_whatever_the_namespace_default(plane):
+    def congestion_controls(host, side: str) -> set[str]:
+        out = host.run("ss", "-tinH", "state", "established", f"( {side} = :{plane.tunnel_port} )").stdout
+        return {word for word in out.split() if word in ("bbr", "cubic", "reno")}
+
+    agents = {"a": plane.t.agent_a, "b": plane.t.agent_b}
+    sysctl = "net.ipv4.tcp_congestion_control"
+    defaults = {name: host.run("sysctl", "-n", sysctl).stdout.strip() for name, host in agents.items()}
+    try:
+        for name, host in agents.items():  # both namespaces default to reno; fresh data planes build new sessions
+            host.run("sysctl", "-qw", f"{sysctl}=reno")
+            plane.stop(name)
+        plane.start("b")
+        plane.start("a")
+        assert exchange(client(plane), s1(plane), upload=10_000, reply=10).intact()
+        assert congestion_controls(plane.t.agent_a, "dport") == {"bbr"}  # sessions the source dialled
+        assert congestion_controls(plane.t.agent_b, "sport") == {"bbr"}  # and their accepted ends
+    finally:
+        for name, host in agents.items():
+            host.run("sysctl", "-qw", f"{sysctl}={defaults[name]}")
+
+
 def test_bind_address_is_the_source_the_server_sees(plane):
     t = plane.t
     if "192.168.100.10/24" not in t.agent_b.interfaces.get("eth-net100", []):
@@ -442,7 +442,7 @@ def _iperf(plane: Plane, seconds: int = 5, runs: int = 3) -> float:
     server = t.s1.popen("iperf3", "-s", "-B", t.s1_ip, "-p", "5201", stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL)
     try:
-        time.sleep(0.5)
+        wait_until(lambda: t.s1.run("ss", "-Hltn", "sport = :5201").stdout.strip(), what="iperf3 listening")
         rates = []
         for _ in range(runs):
             out = t.cl.run("iperf3", "-c", t.s1_ip, "-p", "5201", "-t", seconds, "-J", timeout=seconds + 30)

@@ -26,6 +26,7 @@ from dataplanekit import (
     client,
     exchange,
     s1,
+    server_reset_reaches_client,
 )
 from harness import Lab
 
@@ -103,29 +104,7 @@ def test_half_close_and_reset_behave_as_with_tcp(plane, link):
     link.set(delay_ms=20, loss=0.02)
     half = exchange(client(plane), s1(plane), upload=10, reply=300_000)  # our FIN first, then the reply
     assert half.intact()
-    t = plane.t
-    listener = t.s1.call(DigestServer._listen, t.s1_ip, SERVER_PORT + 1)
-
-    def abort_first() -> None:
-        conn, _ = listener.accept()
-        conn.recv(10)
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        conn.close()
-
-    server = threading.Thread(target=abort_first, daemon=True)
-    server.start()
-    sock = client(plane)
-    try:
-        sock.settimeout(20)
-        sock.connect((t.s1_ip, SERVER_PORT + 1))
-        sock.sendall(b"hello")
-        with pytest.raises(ConnectionResetError):
-            while sock.recv(1024):
-                pass
-    finally:
-        sock.close()
-        server.join(10)
-        listener.close()
+    assert server_reset_reaches_client(plane, timeout=20)
 
 
 def test_transparent_mode_shows_the_client_address_to_the_server(plane, link):
@@ -224,6 +203,48 @@ def test_the_handshake_never_answers_with_more_than_it_got(plane, link):
     assert answers and all(len(a) < len(padded) for a in answers)
     assert answers[0][0] == kcp.REJECT  # an unknown identity: refused, with nothing signed
     plane.wait_refused("b", "target", "tunnel_auth_failed")
+
+
+def _kcp_totals(plane, name: str, key: str) -> int:
+    sessions = plane.stats(name).get("sessions", [])
+    return sum(s.get("kcp", {}).get(key, 0) for s in sessions if s.get("transport") == "kcp")
+
+
+def test_lost_small_messages_are_rebuilt_from_parity_not_waited_for(plane, link):
+    """A lone small message closes its FEC group at once (short parity): its loss is repaired by a parity copy
+    a few microseconds behind it, not by a retransmission a timeout later."""
+    link.set(delay_ms=25, loss=0.10)
+    t = plane.t
+    listener = t.s1.call(DigestServer._listen, t.s1_ip, SERVER_PORT + 2)
+
+    def echo() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while data := conn.recv(64):
+                conn.sendall(data)
+
+    server = threading.Thread(target=echo, daemon=True)
+    server.start()
+    before = {name: _kcp_totals(plane, name, "fec_recovered") for name in ("a", "b")}
+    short_before = _kcp_totals(plane, "a", "fec_short_groups")
+    sock = client(plane)
+    try:
+        sock.settimeout(20)
+        sock.connect((t.s1_ip, SERVER_PORT + 2))
+        for n in range(150):  # one message in flight at a time: every group is a short one
+            message = n.to_bytes(2, "big") * 32
+            sock.sendall(message)
+            got = b""
+            while len(got) < len(message):
+                got += sock.recv(64 - len(got))
+            assert got == message
+    finally:
+        sock.close()
+        server.join(10)
+        listener.close()
+    plane.wait_for("a", lambda s: sum(_kcp_totals(plane, n, "fec_recovered") - before[n] for n in ("a", "b")) > 0
+                   and _kcp_totals(plane, "a", "fec_short_groups") - short_before >= 100,
+                   what="the messages' groups closed early, and lost ones rebuilt from parity")
 
 
 # --- deleting the KCP services ---------------------------------------------------------------------------------------

@@ -394,8 +394,9 @@ def stream_until(sock: socket.socket, stop: threading.Event, *, extra_chunks: in
     return answer
 
 
-def test_restarting_the_control_plane_does_not_interrupt_a_transfer(cluster):
-    sid = cluster.create_service()
+@pytest.mark.parametrize("transport", ["tcp", "kcp"])
+def test_restarting_the_control_plane_and_changing_routes_do_not_interrupt_a_transfer(cluster, transport):
+    sid = cluster.create_service(transport_type=transport)
     cluster.add_routes(sid, {"dest_cidr": "192.168.100.0/24", "priority": 100})
     wait_until(lambda: cluster.reaches(S1), what="s1 through the service")
     pid = cluster.dataplane_pid("a")
@@ -416,6 +417,10 @@ def test_restarting_the_control_plane_does_not_interrupt_a_transfer(cluster):
         cluster.agents["a"].restart()
         wait_until(lambda: http(cluster.t.ctl, "GET", f"{cluster.agents['a'].url}/readyz").json()["checks"]
                    .get("dataplane") == "ok", what="agent-a ready again")
+        assert cluster.sh("a", "nft", "-a", "list", "table", "inet", "arctic") == table  # not even re-applied
+        generation = cluster.stats("a")["config_generation"]
+        cluster.add_routes(sid, {"dest_cidr": "192.168.200.0/24", "priority": 90})  # a live change: a reload
+        wait_until(lambda: cluster.stats("a")["config_generation"] > generation, what="the data plane to reload")
     finally:
         restarted.set()
         thread.join(60)
@@ -423,7 +428,6 @@ def test_restarting_the_control_plane_does_not_interrupt_a_transfer(cluster):
     assert result["intact"] and result["sent_after_restart"] >= 10, result
     assert cluster.dataplane_pid("a") == pid, "the data plane must be adopted, not replaced"
     assert "adopted the running data plane" in cluster.agents["a"].log_text()
-    assert cluster.sh("a", "nft", "-a", "list", "table", "inet", "arctic") == table  # not even re-applied
 
 
 def test_a_thousand_concurrent_connections_arrive_intact(cluster):

@@ -47,6 +47,12 @@ def test_the_documented_example_loads(tmp_path):
     assert default_stats_path(path) == tmp_path / "dataplane.stats.json"
 
 
+def test_tunnel_sockets_default_to_bbr_and_null_keeps_the_host_default():
+    assert parse_config(example()).tunnel_congestion == "bbr"
+    assert parse_config({**example(), "tunnel_congestion": None}).tunnel_congestion is None
+    assert parse_config({**example(), "tunnel_congestion": "cubic"}).tunnel_congestion == "cubic"
+
+
 def test_bare_ulids_are_normalised_to_prefixed_ids():
     doc = example()
     doc["local_peer_id"] = A.removeprefix("peer_")
@@ -83,6 +89,12 @@ def test_services_where_we_are_not_the_source_do_not_intercept():
     (lambda d: d.update(tproxy_port="61080"), "tproxy_port: must be an integer"),
     (lambda d: d.update(connect_timeout=True), "connect_timeout: must be a number"),
     (lambda d: d.update(tunnel_bind="any"), "tunnel_bind: must be an IPv4 or IPv6 address"),
+    (lambda d: d.update(tunnel_congestion="vegas"), "tunnel_congestion: must be one of bbr, cubic, reno or null"),
+    (lambda d: d.update(kcp_port=70000), "kcp_port: must be an integer from 1 to 65535"),
+    (lambda d: d.update(kcp_fec="sometimes"), "kcp_fec: must be one of"),
+    (lambda d: d.update(kcp_window=8), "kcp_window: must be an integer from 32 to 32768"),
+    (lambda d: d.update(kcp_rate_mbit=-1), "kcp_rate_mbit: must be an integer from 0"),
+    (lambda d: d.update(workers=-1), "workers: must be an integer from 0 to 256"),
     (lambda d: d["peers"][B].update(public_key="c2hvcnQ="), f"peers.{B}.public_key: must be the base64"),
     (lambda d: d["peers"][B].update(tunnel_address="agent-b"), f"peers.{B}.tunnel_address"),
     (lambda d: d["peers"][B].update(port=1), f"peers.{B}.port: unknown key"),

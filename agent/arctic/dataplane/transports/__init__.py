@@ -1,4 +1,4 @@
-"""Transports: how a session's bytes travel between two peers (``tcp`` today: TCP, or TLS 1.3 over TCP).
+"""Transports: how a session's bytes travel between two peers (``tcp``: TCP or TLS 1.3 over TCP; ``kcp``: KCP on UDP).
 
 A transport does two things for the session layer above it, and nothing else:
 
@@ -13,10 +13,11 @@ The session layer (``session``, ``streams``) then runs the same way over any of 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from typing import Protocol
 
-from ..handshake import ControlMac, Hello, SessionKeys
+from ..handshake import ANY_WORKER, ControlMac, HandshakeError, Hello, SessionKeys
 
 
 @dataclass
@@ -43,3 +44,20 @@ class Accepting(Protocol):
 
     def steered(self) -> None:
         """A connection reached the wrong worker and was sent on (not a failure)."""
+
+
+async def dial_steered(dial_once: Callable[[Hello], Awaitable[Established]], hello: Hello,
+                       attempts: int) -> Established:
+    """Dial until the link lands on the target worker ``hello.want`` names, then settle for any worker.
+
+    The kernel picks the worker of an incoming link (SO_REUSEPORT); the wrong one refuses with ``wrong_worker``
+    and a fresh dial (a new source port) usually lands elsewhere. Steering makes the source's workers meet distinct
+    target workers, so both sides use every CPU; it is an optimisation, never a reason to fail.
+    """
+    for _ in range(attempts):
+        try:
+            return await dial_once(hello)
+        except HandshakeError as err:
+            if err.reason != "wrong_worker":
+                raise
+    return await dial_once(replace(hello, want=ANY_WORKER))

@@ -33,7 +33,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -44,7 +44,7 @@ from ..config import DataplaneConfig, PeerConfig
 from ..fec import FecDecoder, FecEncoder
 from ..handshake import ClientHandshake, HandshakeError, Hello, ServerHandshake
 from ..sealing import OVERHEAD, Opener, Sealer
-from . import Accepting, Established
+from . import Accepting, Established, dial_steered
 
 NAME = "kcp"
 HELLO, ACCEPT, CONFIRM, REJECT = 1, 2, 3, 4  # plain handshake datagrams
@@ -102,6 +102,28 @@ class KcpSettings:
 
 def _now_ms() -> int:
     return int(time.monotonic() * 1000) & 0xFFFFFFFF
+
+
+_SEGMENT = struct.Struct("<IBBHIIII")  # ikcp segment header: conv, cmd, frg, wnd, ts, sn, una, len
+LATE = 0x7FFFFFFF  # half the 32-bit millisecond clock: a timestamp this far ahead is "in the future"
+
+
+def unclocked(packet: memoryview) -> bytearray:
+    """A copy of a KCP packet rebuilt by FEC, its segments' timestamps moved half the clock ahead.
+
+    A rebuilt packet arrives a parity group late. Fed as is, its ACKs would give round-trip samples that long
+    (and our ACKs of its data would give the peer the same), inflating SRTT and its variance and so every
+    retransmission timeout: sparse small messages then wait hundreds of ms for a loss to be repaired. ikcp takes
+    an RTT sample only when ``current - ts >= 0``; shifted by half the clock the difference is negative, so
+    these packets still deliver data and acknowledge, but never clock the RTT (kcp-go's ``regular == false``).
+    """
+    out = bytearray(packet)
+    pos = 0
+    while pos + _SEGMENT.size <= len(out):
+        conv, cmd, frg, wnd, ts, sn, una, length = _SEGMENT.unpack_from(out, pos)
+        _SEGMENT.pack_into(out, pos, conv, cmd, frg, wnd, (ts + LATE) & 0xFFFFFFFF, sn, una, length)
+        pos += _SEGMENT.size + length
+    return out
 
 
 def _no_log(_message: str) -> None:
@@ -228,15 +250,35 @@ class KcpLink(asyncio.Transport):
         """KCP's output callback (called from C: must return an int and never raise)."""
         try:
             for shard in self.encoder.encode(packet):
-                datagram = self.sealer.seal(DATA, shard)
-                self._sent_since += len(datagram)
-                self.datagrams_out += 1
-                self._send(datagram)
+                self._emit(shard)
         except Exception as err:  # noqa: BLE001 - nothing may escape into C; the first failure is logged
-            if self._output_error is None and self.log is not None:
-                self._output_error = str(err)
-                self.log.warning("KCP output failed", error=str(err))
+            self._output_failed(err)
         return 0
+
+    def _output_failed(self, err: Exception) -> None:
+        if self._output_error is None and self.log is not None:
+            self._output_error = str(err)
+            self.log.warning("KCP output failed", error=str(err))
+
+    def _emit(self, shard: bytes) -> None:
+        datagram = self.sealer.seal(DATA, shard)
+        self._sent_since += len(datagram)
+        self.datagrams_out += 1
+        self._send(datagram)
+
+    def _flushed(self, before: tuple[int, int]) -> None:
+        """After a flush: if it sent data (new or again) and nothing more is queued, close the open FEC group.
+
+        Its parity would otherwise wait for shards that are not coming, and a small message's loss would cost a
+        retransmission timeout (``fec.FecEncoder.flush_partial``). Bulk senders always have more queued, so their
+        groups fill as usual; a flush of acknowledgements alone sends no data and closes nothing."""
+        kcp = self.kcp
+        if kcp.nsnd_que == 0 and (kcp.snd_nxt, kcp.xmit) != before:
+            try:
+                for shard in self.encoder.flush_partial():
+                    self._emit(shard)
+            except Exception as err:  # noqa: BLE001 - as in _output
+                self._output_failed(err)
 
     def datagram(self, data: bytes) -> None:
         """A sealed datagram of this session arrived."""
@@ -253,8 +295,11 @@ class KcpLink(asyncio.Transport):
         if dtype == DATA:
             kcp = self.kcp
             kcp.current = _now_ms()
-            for packet in self.decoder.decode(payload):
-                kcp.receive_data(packet)
+            own, rebuilt = self.decoder.decode(payload)
+            if own is not None:
+                kcp.receive_data(own)
+            for packet in rebuilt:
+                kcp.receive_data(unclocked(packet))
             self.sealer.loss_report = self.decoder.meter.report()
             self._schedule()
         elif dtype == BYE:
@@ -291,7 +336,9 @@ class KcpLink(asyncio.Transport):
                     return
         kcp.current = _now_ms()
         self._pace()
+        before = kcp.snd_nxt, kcp.xmit
         kcp.flush()
+        self._flushed(before)
         if self._writing_paused and kcp.waitsnd() <= self._low and self.protocol is not None:
             self._writing_paused = False
             self.protocol.resume_writing()
@@ -306,7 +353,9 @@ class KcpLink(asyncio.Transport):
         now = _now_ms()
         kcp.current = now
         self._pace()
+        before = kcp.snd_nxt, kcp.xmit
         kcp.update(now)
+        self._flushed(before)
         if kcp.state < 0:
             self._finish(ConnectionResetError("the KCP session is dead (too many retransmissions)"))
             return
@@ -363,6 +412,7 @@ class KcpLink(asyncio.Transport):
         kcp = self.kcp
         return {"srtt_ms": kcp.rx_srtt, "rto_ms": kcp.rx_rto, "retransmits": kcp.xmit,
                 "fec_recovered": self.decoder.recovered, "fec_parity_sent": self.encoder.parity_sent,
+                "fec_short_groups": self.encoder.groups_closed_early,
                 "fec_parity": self.encoder.parity_on, "loss_seen": round(self.decoder.meter.loss, 4),
                 "datagrams_in": self.datagrams_in, "datagrams_out": self.datagrams_out,
                 "dropped": dict(self.opener.dropped), "pacing_mbit": round(self.rate * 8 / 1e6, 1)}
@@ -619,13 +669,7 @@ class KcpTransport:
 
     async def dial(self, peer: PeerConfig, hello: Hello, *, priority: int) -> Established:
         """Open an authenticated KCP session to ``peer`` (on the worker ``hello.want`` asks for, if possible)."""
-        for _ in range(STEER_ATTEMPTS):
-            try:
-                return await self._dial_once(peer, hello, priority=priority)
-            except HandshakeError as err:
-                if err.reason != "wrong_worker":
-                    raise
-        return await self._dial_once(peer, replace(hello, want=handshake.ANY_WORKER), priority=priority)
+        return await dial_steered(lambda h: self._dial_once(peer, h, priority=priority), hello, STEER_ATTEMPTS)
 
     async def _dial_once(self, peer: PeerConfig, hello: Hello, *, priority: int) -> Established:
         settings = self.settings

@@ -12,7 +12,7 @@ Both ends bound the handshake in time, so a peer that never finishes holds nothi
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import contextlib
 import os
 import socket
 import ssl
@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from .. import handshake, netsock, tls
 from ..config import DataplaneConfig, PeerConfig
 from ..handshake import ClientHandshake, HandshakeError, Hello, ServerHandshake
-from . import Accepting, Established
+from . import Accepting, Established, dial_steered
 
 NAME = "tcp"
 STEER_ATTEMPTS = 8  # dials for the wanted target worker before settling for any (each costs a connect)
@@ -269,13 +269,7 @@ class TcpTransport:
     async def dial(self, peer: PeerConfig, hello: Hello, *, priority: int) -> Established:
         """Open an authenticated session link to ``peer``, on the target worker ``hello.want`` asks for if a few
         attempts get there (else on any); raises HandshakeError or OSError (with a reason)."""
-        for _ in range(STEER_ATTEMPTS):
-            try:
-                return await self._dial_once(peer, hello, priority=priority)
-            except HandshakeError as err:
-                if err.reason != "wrong_worker":
-                    raise
-        return await self._dial_once(peer, dataclasses.replace(hello, want=handshake.ANY_WORKER), priority=priority)
+        return await dial_steered(lambda h: self._dial_once(peer, h, priority=priority), hello, STEER_ATTEMPTS)
 
     async def _dial_once(self, peer: PeerConfig, hello: Hello, *, priority: int) -> Established:
         settings = self.settings
@@ -363,6 +357,10 @@ class TunnelListener:
                 return
             conn.setblocking(False)
             netsock.tune_stream(conn)
+            congestion = self.transport.settings.congestion if self.transport.settings else None
+            if congestion:  # what this end sends (the reverse direction) uses the same congestion control
+                with contextlib.suppress(OSError):
+                    conn.setsockopt(socket.IPPROTO_TCP, netsock.TCP_CONGESTION, congestion.encode())
             self.loop.create_task(self.transport._accepted(conn, netsock.fmt(addr)))
 
     def close(self) -> None:
