@@ -219,10 +219,15 @@ def test_the_seed_precedence_table_decides_which_service_carries_a_connection(cl
     wait_until(lambda: cluster.reaches(S1), what="traffic to flow")
 
     def carried() -> dict[str, int]:
-        """Connections per service on agent-a, from a stats file written after everything so far ended."""
+        """Connections per service on agent-a, from counters every worker took after everything so far ended."""
         since = time.time()
-        stats = wait_until(lambda: (st := cluster.stats("a")).get("updated_at", 0) > since + 0.1
-                           and st["active_connections"] == 0 and st, what="fresh data-plane stats")
+
+        def fresh() -> dict | None:
+            st = cluster.stats("a")
+            reports = [w.get("reported_at") or 0 for w in st.get("workers", [])]
+            return st if reports and min(reports) > since and st["active_connections"] == 0 else None
+
+        stats = wait_until(fresh, what="fresh data-plane stats from every worker")
         return {sid: stats.get("services", {}).get(sid, {}).get("source", 0) for sid in (general, specific)}
 
     def expect_carrier(connect: Callable[[], dict], carrier: str) -> None:

@@ -128,8 +128,10 @@ def merge(workers: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
             reconnects[peer] += count
     merged["sessions"] = sessions
     merged["peers"] = peer_summary(sessions, reconnects)
-    merged["workers"] = [{"worker": s.get("worker"), "pid": s.get("pid"), "active_connections":
-                          s.get("active_connections", 0), "sessions": len(s.get("sessions", []))} for s in workers]
+    # reported_at: when each worker's counters were taken; the file is only as fresh as its oldest worker
+    merged["workers"] = [{"worker": s.get("worker"), "pid": s.get("pid"), "reported_at": s.get("reported_at"),
+                          "active_connections": s.get("active_connections", 0),
+                          "sessions": len(s.get("sessions", []))} for s in workers]
     merged.update(extra)
     return merged
 

@@ -23,6 +23,7 @@ import os
 import signal
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,7 +206,8 @@ class Worker:
 
     def stats_snapshot(self) -> dict[str, Any]:
         sessions = self.pool.describe() + [s.describe() for s in self.target.sessions]
-        return self.stats.snapshot(worker=self.index, pid=os.getpid(), sessions=sessions,
+        return self.stats.snapshot(worker=self.index, pid=os.getpid(), reported_at=round(time.time(), 3),
+                                   sessions=sessions,
                                    kcp_dropped=self.kcp.dropped_totals(),
                                    reconnects=dict(self.pool.reconnects), listening=self.listening(),
                                    config_generation=self.snapshot.generation if self.snapshot else None,
