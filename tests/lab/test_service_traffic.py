@@ -348,8 +348,12 @@ def test_a_kcp_service_with_its_own_interface_in_transparent_mode_carries_connec
         assert answer["intact"] and answer["peer"] == CLIENT
         shown = cluster.api("GET", f"/v1/services/{sid}", on="b")
         assert "macvlan" in cluster.sh("b", "ip", "-d", "link", "show", "dev", shown["interface_name"])
-        kcp = [s for s in cluster.stats("a")["sessions"] if s["service"] == sid and s["transport"] == "kcp"]
-        assert kcp and all(s["state"] == "up" for s in kcp), kcp
+
+        def kcp_sessions_up() -> list[dict] | None:  # each worker reports every second: wait for all of them
+            kcp = [s for s in cluster.stats("a")["sessions"] if s["service"] == sid and s["transport"] == "kcp"]
+            return kcp if kcp and all(s["state"] == "up" for s in kcp) else None
+
+        wait_until(kcp_sessions_up, what="every worker's KCP session of the service up")
         assert "kcp" in cluster.stats("b")["listening"]  # the target serves KCP while a KCP service comes to it
     finally:
         cluster.t.s1.unroute("10.0.0.0/8")
@@ -357,9 +361,10 @@ def test_a_kcp_service_with_its_own_interface_in_transparent_mode_carries_connec
 
 # --- deleting leaves nothing --------------------------------------------------------------------------------
 
-def test_deleting_a_service_removes_its_routes_interface_rules_shaping_and_config(cluster):
-    sid = cluster.create_service(requires_interface=True, desired_ipv4_cidr=f"{SERVICE_IP}/24",
-                                 bandwidth_limit_mbps=200)
+@pytest.mark.parametrize("transport", ["tcp", "kcp"])
+def test_deleting_a_service_removes_its_routes_interface_rules_shaping_and_config(cluster, transport):
+    sid = cluster.create_service(transport_type=transport, requires_interface=True,
+                                 desired_ipv4_cidr=f"{SERVICE_IP}/24", bandwidth_limit_mbps=200)
     cluster.add_routes(sid, {"dest_cidr": "192.168.100.0/24", "priority": 100},
                        {"source_cidr": "10.1.0.0/16", "priority": 50})
     wait_until(lambda: cluster.reaches(S1), what="s1 through the service")
@@ -479,9 +484,10 @@ def test_cluster_status_shows_the_data_plane_sessions_with_each_peer(cluster):
         rows = cluster.api("GET", "/v1/cluster/status")["peers"]
         row = next(r for r in rows if r["peer_id"] == cluster.peer_id("b"))
         session = row.get("session")
-        return session if session and session["state"] == "up" and session["rtt_ms"] is not None else None
+        counted = session and session["state"] == "up" and session["rtt_ms"] is not None and session["streams_total"]
+        return session if counted else None  # the workers report each second: wait until the stream is counted
 
-    session = wait_until(session_with_b, what="agent-a's sessions with agent-b up, with an RTT")
+    session = wait_until(session_with_b, what="agent-a's sessions with agent-b up, with an RTT and the stream")
     assert session["sessions_up"] >= 1 and session["streams_total"] >= 1 and session["reconnects"] == 0, session
     local = next(r for r in cluster.api("GET", "/v1/cluster/status")["peers"] if r["is_local"])
     assert local["session"] is None  # no session with oneself
