@@ -22,22 +22,17 @@ import argparse
 import contextlib
 import errno
 import json
-import math
 import selectors
 import socket
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: percentiles
+from percentiles import percentile  # noqa: E402
 
 GREETING = b"arctic-bench hello\n"
 CONNECT_TIMEOUT = 5.0  # a connection that got no greeting by then counts as an error
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile, q in 0..100 (0.0 for no values)."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def serve(ip: str, port: int, seconds: float) -> int:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import time
@@ -24,19 +23,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "lab"), str(ROOT / "agent")]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "lab"), str(ROOT / "agent"), str(ROOT / "bench")]
 
 from agentkit import Issuer  # noqa: E402
 from clusterkit import ClusterLab  # noqa: E402
 from harness import Lab  # noqa: E402
+from percentiles import percentile  # noqa: E402
 
 TARGET_P95_S = 1.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def gossip_totals(cl: ClusterLab) -> dict[str, int]:

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import selectors
 import socket
 import sys
 import threading
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: percentiles
+from percentiles import percentile  # noqa: E402
 
 TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)
 
@@ -29,13 +32,6 @@ def _tune(sock: socket.socket, cc: str | None) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if cc:
         sock.setsockopt(socket.IPPROTO_TCP, TCP_CONGESTION, cc.encode())
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def serve(ip: str, port: int, cc: str | None, seconds: float) -> int:
