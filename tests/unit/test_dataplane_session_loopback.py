@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from arctic.dataplane import frames, handshake
-from arctic.dataplane.session import QUANTUM, Session
+from arctic.dataplane.session import QUANTUM, TCP_NOTSENT_LOWAT, Session
 from arctic.dataplane.streams import CONNECTING, OPENING, Stream
 
 SVC = "svc_01HZY3K8J5Q2W9V4XN7R6T0S01"
@@ -291,5 +291,56 @@ def test_a_control_frame_with_a_wrong_mac_ends_the_session_and_its_streams():
             while not sside.closed:
                 await asyncio.sleep(0.01)
         assert sside.closed == ["bad_mac"]
+
+    run(main())
+
+
+def test_a_local_socket_reset_while_its_stream_waits_for_credit_drops_what_was_not_read_yet():
+    """Linux keeps the bytes a socket had received readable after a RST: a stream paused by flow control must not
+    relay them (at a 10 Mbit/s limit that was seconds of dead traffic in front of the service's next flow)."""
+    async def main():
+        cside, client_session, sside, _ = await pair(window=WINDOW, max_window=WINDOW)
+        sside.buffers = 16 * 1024  # the server end absorbs little: credit stops once it stops reading
+        loop = asyncio.get_running_loop()
+        stream, client, _ = await open_stream(cside, client_session)
+        upstream = await asyncio.wait_for(sside.accepted.get(), 5)
+        with contextlib.suppress(TimeoutError):  # fill every buffer up to the paused stream's socket
+            async with asyncio.timeout(1):
+                await loop.sock_sendall(client, os.urandom(8 << 20))
+        assert stream.reading_paused
+        relayed_before = stream.up
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()
+        with contextlib.suppress(ConnectionResetError):  # the server end reads again: credit flows back
+            async with asyncio.timeout(5):
+                while await loop.sock_recv(upstream, 1 << 16):
+                    pass
+        async with asyncio.timeout(5):
+            while not cside.finished:
+                await asyncio.sleep(0.01)
+        assert cside.finished[0][1] == "local socket reset"
+        assert stream.up - relayed_before <= WINDOW
+
+    run(main())
+
+
+@pytest.mark.parametrize(("limit_mbps", "high", "lowat"), [(10, 64 * 1024, 64 * 1024), (100, 250_000, 250_000),
+                                                            (1000, 1 << 20, 2_500_000), (0, 1 << 20, 0)])
+def test_a_limited_session_holds_at_most_20_ms_at_its_rate_unsent(limit_mbps, high, lowat):
+    """What a reset stream left in a session's buffers drains at the limit before the slot's next stream moves."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        ours, theirs = tcp_pair()
+        side = Side("client", loop)
+        session = Session(owner=side, role="client", local_peer_id="a", peer_id="b", service_id=SVC, slot=0,
+                          token=bytes(16), mac=None, window=WINDOW, peer_window=WINDOW, max_window=WINDOW,
+                          transport_name="tcp", encrypted=True, keepalive=30.0)
+        transport, _ = await loop.connect_accepted_socket(lambda: session, ours)
+        session.attach(transport)
+        session.bound_backlog(limit_mbps)
+        assert transport.get_write_buffer_limits()[1] == high
+        assert ours.getsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT) == lowat
+        session.close("done")
+        theirs.close()
 
     run(main())

@@ -89,6 +89,20 @@ def linger_zero(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
+def was_reset(sock: socket.socket) -> bool:
+    """True once the other end reset the connection (or it timed out): the socket holds an error.
+
+    Linux keeps what it had received readable after a RST, and a reader paused by flow control hears of the reset
+    only when it has read all of it: up to the receive buffer (megabytes), relayed for nothing. At a bandwidth
+    limit of 10 Mbit/s that is seconds during which the service's next flow waits. (Reading SO_ERROR clears it:
+    only for a caller that then ends the connection.)
+    """
+    try:
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0
+    except OSError:
+        return False  # closed already: the transport reports that itself
+
+
 def reset_close(sock: socket.socket | None) -> None:
     """Close with RST, so the other end fails at once instead of seeing a clean end of stream."""
     if sock is None:

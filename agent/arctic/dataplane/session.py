@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import socket
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -54,6 +56,9 @@ if TYPE_CHECKING:
 QUANTUM = 64 * 1024  # bytes a waiting stream may send per round-robin turn
 WRITE_HIGH = 1024 * 1024  # session transport buffer above which streams wait (uvloop pause_writing)
 WRITE_LOW = 256 * 1024
+BACKLOG_SECONDS = 0.02  # a limited session holds at most this long of unsent bytes at its rate, in each buffer
+BACKLOG_FLOOR = 64 * 1024
+TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
 MAX_STREAM_ID = (1 << 31) - 1  # a session that used this many ids takes no more (its owner opens a fresh one)
 DEAD_AFTER_TICKS = 3
 COALESCE_BELOW = 16 * 1024  # pieces smaller than a TLS record are joined before they go to TLS
@@ -126,6 +131,7 @@ class Session(asyncio.Protocol):
         self.bytes_in = self.bytes_out = 0
         self.rtt: float | None = None  # seconds, smoothed
         self.priority = 0  # SO_PRIORITY of its socket (its QoS slot)
+        self.write_high = WRITE_HIGH  # bytes the transport may hold before streams wait (see bound_backlog)
         self.group: Any = None  # source side: the SessionGroup that dialed it
         self.idle_since: float | None = None
         self._out: list[bytes | memoryview] = []
@@ -138,6 +144,7 @@ class Session(asyncio.Protocol):
         self._data_left = 0
         self._idle_ticks = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._notsent_lowat = 0
 
     def __repr__(self) -> str:
         return f"Session({self.role} {self.peer_id} {self.service_id} slot {self.slot}, {len(self.streams)} streams)"
@@ -147,7 +154,7 @@ class Session(asyncio.Protocol):
     def attach(self, transport: asyncio.Transport, leftover: bytes = b"") -> None:
         """Take over ``transport`` after the handshake; ``leftover`` = bytes read past the handshake's end."""
         self.transport = transport
-        transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
+        transport.set_write_buffer_limits(high=self.write_high, low=self.write_high // 4)
         transport.set_protocol(self)
         self._timer = self.loop.call_later(self.keepalive, self._tick)
         self.send_control(PING, 0, frames.encode_u64(time.monotonic_ns()))  # an RTT right away, for the status
@@ -230,7 +237,31 @@ class Session(asyncio.Protocol):
 
     @property
     def can_send(self) -> bool:
-        return not self._paused and self._out_bytes < WRITE_HIGH and not self.closed
+        return not self._paused and self._out_bytes < self.write_high and not self.closed
+
+    def bound_backlog(self, limit_mbps: int) -> None:
+        """Keep what waits to be sent to ~20 ms at the service's limit (TCP sessions of limited services).
+
+        A stream's bytes that reached the session's buffers cannot be taken back when the stream is reset: they
+        drain at the limit first. With the default buffers (1 MiB here, the kernel's send buffer of up to 4 MiB)
+        that is seconds at 10 Mbit/s, during which the slot's next stream waits and gets nothing. So the
+        transport's high-water mark and the socket's ``TCP_NOTSENT_LOWAT`` (the kernel takes no more while this
+        much is unsent) follow the limit; an unlimited session keeps the defaults, which bulk throughput needs.
+        """
+        if self.transport_name != "tcp":
+            return  # KCP paces at the limit itself (transports/kcp.py)
+        budget = max(BACKLOG_FLOOR, int(limit_mbps * 1_000_000 / 8 * BACKLOG_SECONDS)) if limit_mbps > 0 else 0
+        high = min(budget, WRITE_HIGH) if budget else WRITE_HIGH
+        if high == self.write_high and self.transport is not None and budget == self._notsent_lowat:
+            return
+        self.write_high, self._notsent_lowat = high, budget
+        if self.transport is None:
+            return
+        self.transport.set_write_buffer_limits(high=high, low=high // 4)
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):  # 0 = the host's default (unlimited)
+                sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, budget)
 
     def send_data(self, sid: int, data: bytes | memoryview) -> None:
         n = len(data)

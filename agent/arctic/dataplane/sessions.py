@@ -264,9 +264,9 @@ def group_key(peer: PeerConfig, service: ServiceConfig, cfg: DataplaneConfig) ->
 
 
 def shape(session: Session, service: ServiceConfig | None) -> None:
-    """Give a session its service's QoS slot (SO_PRIORITY of its socket: HTB's class) and, on transports that pace
-    (KCP), the service's limit as pacing rate. Also for live sessions: a limit set later applies to the streams
-    they already carry."""
+    """Give a session its service's QoS slot (SO_PRIORITY of its socket: HTB's class), buffers sized to the
+    service's limit and, on transports that pace (KCP), the limit as pacing rate. Also for live sessions: a limit
+    set later applies to the streams they already carry."""
     priority = service.priority_of_slot(session.slot) if service is not None else 0
     transport = session.transport
     if priority != session.priority:
@@ -275,8 +275,10 @@ def shape(session: Session, service: ServiceConfig | None) -> None:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, netsock.SO_PRIORITY, priority)
+    limit = service.bandwidth_limit_mbps if service is not None else 0
+    session.bound_backlog(limit)  # a reset stream's queued bytes must not hold up the slot's next stream
     if hasattr(transport, "limit"):
-        transport.limit(service.bandwidth_limit_mbps if service is not None else 0)
+        transport.limit(limit)
 
 
 class SessionPool:

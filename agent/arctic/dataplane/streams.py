@@ -31,7 +31,7 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import frames
+from . import frames, netsock
 
 if TYPE_CHECKING:
     from .session import Session
@@ -150,6 +150,18 @@ class Stream(asyncio.Protocol):
 
     # --- outgoing data: credit and the session's round robin -------------------------------------------------------
 
+    def _resume_reading(self) -> None:
+        """Read the local socket again, unless it was reset while paused: its unread bytes are then dropped, not
+        relayed (``netsock.was_reset``)."""
+        if not self.reading_paused or self.transport is None or self.state == CLOSED:
+            return
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None and netsock.was_reset(sock):
+            self._abort("local socket reset", tell_peer=True, local_rst=False)
+            return
+        self.reading_paused = False
+        self.transport.resume_reading()
+
     def _queue(self, data: bytes | memoryview) -> None:
         if self.out is None:
             self.out = collections.deque()
@@ -183,9 +195,7 @@ class Stream(asyncio.Protocol):
             return self.credit > 0
         self.out = None
         self.out_bytes = 0
-        if self.reading_paused and self.transport is not None and self.state != CLOSED:
-            self.reading_paused = False
-            self.transport.resume_reading()
+        self._resume_reading()
         if self.local_eof and not self.fin_sent and self.state in (OPENING, OPEN):
             self._send_fin()
         return False
@@ -278,10 +288,9 @@ class Stream(asyncio.Protocol):
         if self.out:
             if self.session is not None:
                 self.session.wait_to_send(self)
-        elif self.reading_paused and self.transport is not None:
-            self.reading_paused = False
-            self.transport.resume_reading()
-        if self.local_eof and not self.fin_sent and not self.out:
+        else:
+            self._resume_reading()
+        if self.local_eof and not self.fin_sent and not self.out and self.state != CLOSED:
             self._send_fin()
 
     def take_queued(self) -> tuple[bytes, bool]:
