@@ -27,16 +27,8 @@ class InvalidRequest(ApiError):
     status, code = 400, "INVALID_REQUEST"
 
 
-class InvalidCidr(ApiError):
-    status, code = 400, "INVALID_CIDR"
-
-
 class MissingField(ApiError):
     status, code = 400, "MISSING_FIELD"
-
-
-class InvalidTransport(ApiError):
-    status, code = 400, "INVALID_TRANSPORT"
 
 
 class Unauthorized(ApiError):
@@ -65,9 +57,3 @@ class AlreadyBootstrapped(ApiError):
 
 class NotBootstrapped(ApiError):
     status, code = 409, "NOT_BOOTSTRAPPED"
-
-
-class Unprocessable(ApiError):
-    """422 family: licence limits and states, handshake failures (code given by the caller)."""
-
-    status, code = 422, "UNPROCESSABLE"

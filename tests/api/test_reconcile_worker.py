@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import queue
 
 import pytest
 from arctic.daemon.reconcile import ReconcileWorker
@@ -64,3 +66,51 @@ def test_a_refused_desired_state_keeps_the_interface_facts_and_the_bind_address(
         "the interface still exists: its facts and the data plane's source address must not be dropped"
 
 
+
+
+# --- the loop itself ---------------------------------------------------------------------------------------------
+
+class RecordingWorker(ReconcileWorker):
+    """The real loop around a run that only records why it ran (and fails when told to)."""
+
+    def __init__(self, runtime, **kw) -> None:
+        super().__init__(runtime, reconciler=FakeReconciler(), qos=FakeQos(), tc=None, **kw)
+        self.runs: queue.Queue[str] = queue.Queue()
+        self.fail_next = False
+
+    def run_once(self, reason: str):
+        self.runs.put(reason)
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("a run that blows up")
+        return None
+
+
+@pytest.fixture
+def looping(api, monkeypatch):
+    monkeypatch.setattr(api.runtime, "config", dataclasses.replace(api.runtime.config, reconcile_interval=1))
+    worker = RecordingWorker(api.runtime)  # checks for drift every second, the shortest interval there is
+    worker.start()
+    assert worker.runs.get(timeout=10) == "start-up"
+    yield worker
+    worker.stop()
+    assert not worker.alive()
+
+
+def test_a_burst_of_pokes_is_one_run_that_names_every_reason(looping):
+    for reason in ("store changed: routes", "store changed: services", "store changed: routes"):
+        looping.poke(reason)
+    assert looping.runs.get(timeout=10) == "store changed: routes; store changed: services"
+
+
+def test_with_nothing_to_do_the_worker_still_checks_for_drift_periodically(looping):
+    assert looping.runs.get(timeout=10) == "periodic drift check"
+
+
+def test_a_run_that_raises_does_not_end_the_worker(looping):
+    looping.fail_next = True
+    looping.poke("first")
+    assert looping.runs.get(timeout=10) == "first"
+    looping.poke("second")
+    assert looping.runs.get(timeout=10) == "second"
+    assert looping.alive()

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from arctic.dataplane.keys import private_key_pem, public_key_b64
+from arctic.cluster.identity import private_key_to_pem, public_key_to_b64
 from arctic.ids import new_id
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from harness import Lab, transit, wan_transit
@@ -155,7 +155,7 @@ class Plane:
         self.procs: dict[str, subprocess.Popen] = {}
         for ident, name in ((self.a, "a"), (self.b, "b")):
             key_file = self.dir / f"{name}.key"
-            key_file.write_bytes(private_key_pem(ident.key))
+            key_file.write_bytes(private_key_to_pem(ident.key))
             key_file.chmod(0o600)  # identity keys must not be readable by others (the loader refuses them)
         self.extra_routes: list[dict] = []
         self.bind_address: str | None = None
@@ -185,7 +185,7 @@ class Plane:
 
     def config(self, name: str) -> dict:
         me = self.a if name == "a" else self.b
-        peers = {p.peer_id: {"public_key": public_key_b64(p.key), "tunnel_address": ip}
+        peers = {p.peer_id: {"public_key": public_key_to_b64(p.key.public_key()), "tunnel_address": ip}
                  for p, ip in ((self.a, self.t.agent_a_ip), (self.b, self.t.agent_b_ip),
                                (self.dead, DEAD_PEER_IP), (self.no_agent, NO_AGENT_IP))}
         return {"local_peer_id": me.peer_id, "identity_key_file": f"{name}.key", "tproxy_port": TPROXY_PORT,

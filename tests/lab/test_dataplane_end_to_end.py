@@ -10,18 +10,15 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import threading
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from arctic.dataplane import frames
 from dataplanekit import (
-    AGENT_A_NFT,
     CLIENT6,
     DEAD_DST,
     NO_AGENT_DST,
@@ -435,47 +432,26 @@ def test_sigterm_drains_the_transfer_in_flight_then_exits(plane):
         plane.start("a")
 
 
-# --- throughput (informative) ----------------------------------------------------------------------------------------
+# --- bulk ---------------------------------------------------------------------------------------------------------
 
-def _iperf(plane: Plane, seconds: int = 5, runs: int = 3) -> float:
+def test_a_bulk_iperf3_transfer_is_carried_by_the_data_plane(plane):
+    """iperf3 (the tool operators reach for) completes through the service, and the data plane counts at least
+    the bytes the server received: the transfer went through Arctic, not around it. How fast is
+    bench/throughput's question, not a test's."""
     t = plane.t
-    server = t.s1.popen("iperf3", "-s", "-B", t.s1_ip, "-p", "5201", stdout=subprocess.DEVNULL,
+    before = plane.stats("a").get("bytes", {}).get("to_tunnel", 0)
+    server = t.s1.popen("iperf3", "-s", "-1", "-B", t.s1_ip, "-p", "5201", stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: t.s1.run("ss", "-Hltn", "sport = :5201").stdout.strip(), what="iperf3 listening")
-        rates = []
-        for _ in range(runs):
-            out = t.cl.run("iperf3", "-c", t.s1_ip, "-p", "5201", "-t", seconds, "-J", timeout=seconds + 30)
-            rates.append(json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9)
-        return statistics.median(rates)
+        out = t.cl.run("iperf3", "-c", t.s1_ip, "-p", "5201", "-n", str(64 << 20), "-J", timeout=120)
     finally:
         server.terminate()
         server.wait(5)
-
-
-@pytest.mark.slow
-def test_single_flow_throughput_is_reported(plane):
-    gbps = _iperf(plane)
-    print(f"\n[dataplane throughput] encryption={plane.encryption}: {gbps:.2f} Gbit/s (median of 3 x 5 s)")
-    floor = 5.0 if plane.encryption == "none" else 2.0  # anchors: splice pair 7.6-9.4, TLS pair ~3.1
-    if gbps < floor:
-        warnings.warn(f"single-flow {plane.encryption} throughput {gbps:.2f} Gbit/s is below {floor} Gbit/s",
-                      stacklevel=1)
-    assert gbps > 0
-
-
-@pytest.mark.slow
-def test_direct_routing_baseline_is_reported(lab_topology):
-    """The same path routed by the kernel, no data plane: the yardstick for the figures above."""
-    _lab, t, _servers = lab_topology
-    t.agent_a.run("nft", "delete", "table", "inet", "arctic_dptest")
-    t.enable_direct_routing()
-    try:
-        gbps = _iperf(type("P", (), {"t": t})())
-        print(f"\n[dataplane throughput] kernel routing baseline: {gbps:.2f} Gbit/s (median of 3 x 5 s)")
-    finally:
-        t.disable_direct_routing()
-        t.agent_a.run("nft", "-f", "-", input=AGENT_A_NFT)
+    received = json.loads(out.stdout)["end"]["sum_received"]["bytes"]
+    assert received >= 32 << 20  # iperf3 stops counting when the sender is done: in-flight bytes are not in it
+    plane.wait_for("a", lambda st: st.get("bytes", {}).get("to_tunnel", 0) - before >= received,
+                   what="agent-a to count at least the bytes the server received")
 
 
 def test_a_second_data_plane_in_the_same_namespace_refuses_to_start(plane):

@@ -296,10 +296,11 @@ def test_a_control_frame_with_a_wrong_mac_ends_the_session_and_its_streams():
 
 
 def test_a_local_socket_reset_while_its_stream_waits_for_credit_drops_what_was_not_read_yet():
-    """Linux keeps the bytes a socket had received readable after a RST: a stream paused by flow control must not
-    relay them (at a 10 Mbit/s limit that was seconds of dead traffic in front of the service's next flow)."""
+    """Linux keeps the bytes a socket had received readable after a RST: a stream of a limited service, paused by
+    flow control, must not relay them (at 10 Mbit/s that was seconds of dead traffic in front of the next flow)."""
     async def main():
         cside, client_session, sside, _ = await pair(window=WINDOW, max_window=WINDOW)
+        client_session.bound_backlog(10)  # a service limited to 10 Mbit/s
         sside.buffers = 16 * 1024  # the server end absorbs little: credit stops once it stops reading
         loop = asyncio.get_running_loop()
         stream, client, _ = await open_stream(cside, client_session)

@@ -92,6 +92,7 @@ def test_an_agent_restart_adopts_the_running_data_plane_instead_of_starting_anot
     first.start()
     first.config_written(changed=True)
     pid = wait_for(lambda: first.pid)
+    wait_for(lambda: first.readiness() == {"dataplane": "ok"})  # up, its SIGHUP handler in place
     first.stop()
     assert process_start_time(pid) is not None, "an agent stop must leave the data plane running"
 
@@ -99,8 +100,9 @@ def test_an_agent_restart_adopts_the_running_data_plane_instead_of_starting_anot
     second.start()
     try:
         assert second.pid == pid
-        second.config_written(changed=False)
-        time.sleep(0.6)
+        assert not (data_dir / "hups").exists()
+        second.config_written(changed=True)  # a new config reaches the adopted process, not a new one
+        wait_for(lambda: (data_dir / "hups").exists())
         assert launches(data_dir) == [pid]
     finally:
         second.stop()

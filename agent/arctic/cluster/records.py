@@ -11,7 +11,6 @@ import json
 from typing import Any
 
 from arctic.logs import get_logger
-from arctic.store import repository as repo
 from arctic.store.database import Transaction
 
 log = get_logger("cluster")
@@ -115,15 +114,3 @@ def _settle_name_clash(tx: Transaction, record_id: str, name: str | None) -> str
 
 def _db(value: Any) -> Any:
     return int(value) if isinstance(value, bool) else value
-
-
-def owner_of(conn, kind: str, record_id: str, body: dict | None) -> str | None:
-    """Which peer may author changes to this record (None = any trusted peer)."""
-    if kind == "service":
-        if body is not None:
-            return body["source_peer_id"]
-        current = repo.get_service(conn, record_id)
-        return current.source_peer_id if current else None
-    if kind == "peer":
-        return record_id
-    return None

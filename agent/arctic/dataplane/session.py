@@ -132,6 +132,7 @@ class Session(asyncio.Protocol):
         self.rtt: float | None = None  # seconds, smoothed
         self.priority = 0  # SO_PRIORITY of its socket (its QoS slot)
         self.write_high = WRITE_HIGH  # bytes the transport may hold before streams wait (see bound_backlog)
+        self.limited = False  # its service has a bandwidth limit (set with bound_backlog)
         self.group: Any = None  # source side: the SessionGroup that dialed it
         self.idle_since: float | None = None
         self._out: list[bytes | memoryview] = []
@@ -248,6 +249,7 @@ class Session(asyncio.Protocol):
         transport's high-water mark and the socket's ``TCP_NOTSENT_LOWAT`` (the kernel takes no more while this
         much is unsent) follow the limit; an unlimited session keeps the defaults, which bulk throughput needs.
         """
+        self.limited = limit_mbps > 0
         if self.transport_name != "tcp":
             return  # KCP paces at the limit itself (transports/kcp.py)
         budget = max(BACKLOG_FLOOR, int(limit_mbps * 1_000_000 / 8 * BACKLOG_SECONDS)) if limit_mbps > 0 else 0

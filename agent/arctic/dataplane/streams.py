@@ -152,13 +152,15 @@ class Stream(asyncio.Protocol):
 
     def _resume_reading(self) -> None:
         """Read the local socket again, unless it was reset while paused: its unread bytes are then dropped, not
-        relayed (``netsock.was_reset``)."""
+        relayed (``netsock.was_reset``). Only where they would cost: at a bandwidth limit, they drain at the
+        limit; unlimited, they are gone in milliseconds, and the bulk path keeps its syscall."""
         if not self.reading_paused or self.transport is None or self.state == CLOSED:
             return
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None and netsock.was_reset(sock):
-            self._abort("local socket reset", tell_peer=True, local_rst=False)
-            return
+        if self.session is not None and self.session.limited:
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None and netsock.was_reset(sock):
+                self._abort("local socket reset", tell_peer=True, local_rst=False)
+                return
         self.reading_paused = False
         self.transport.resume_reading()
 

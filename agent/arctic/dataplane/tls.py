@@ -29,7 +29,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.x509.oid import NameOID
 
-from .keys import private_key_pem, raw_public_key
+from arctic.cluster.identity import private_key_to_pem
+
+from .keys import raw_public_key
 
 PEER_NAME = "arctic-peer"  # the SNI a client sends (asyncio wants one); peers are identified by key, not name
 _NOT_BEFORE = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
@@ -83,7 +85,7 @@ def _context(server: bool, key: Ed25519PrivateKey, trusted_keys: Iterable[bytes]
             fh.write(cert_pem)
         fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(private_key_pem(key))
+            fh.write(private_key_to_pem(key))
         ctx.load_cert_chain(cert_path, key_path)
     anchors = "".join(anchor_certificate(k).public_bytes(serialization.Encoding.PEM).decode()
                       for k in dict.fromkeys(trusted_keys))

@@ -241,7 +241,3 @@ def render_table(ruleset: NftRuleset) -> str:
 def render_script(ruleset: NftRuleset) -> str:
     """The ``nft -f`` transaction: replace the table atomically, or delete it when nothing needs it."""
     return _render(ruleset, "replace" if ruleset.present else "delete")
-
-
-def delete_script() -> str:
-    return _render(NftRuleset(present=False), "delete")

@@ -81,9 +81,6 @@ class Database:
                 raise
             log.info("applied schema migration", version=version, name=name)
 
-    def schema_version(self) -> int:
-        return self.conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] or 0
-
     # -- transactions ------------------------------------------------------------------------
     @contextmanager
     def write(self) -> Iterator[Transaction]:
