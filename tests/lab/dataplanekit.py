@@ -109,8 +109,11 @@ def lab_socket(host, family: int = socket.AF_INET) -> socket.socket:
 
 
 def exchange(sock: socket.socket, dst: tuple[str, int], *, upload: int, reply: int, src_ip: str | None = None,
-             chunk: int = 1 << 16, pause: float = 0.0, timeout: float = 30.0) -> Exchange:
-    """Connect, upload, half-close, read the server's reply to EOF. Raises on any connection error."""
+             chunk: int = 1 << 16, pause: float = 0.0, read_pause: float = 0.0, timeout: float = 30.0) -> Exchange:
+    """Connect, upload, half-close, read the server's reply to EOF. Raises on any connection error.
+
+    ``pause`` / ``read_pause``: seconds between chunks sent / reads (a slower client keeps a stream alive longer).
+    """
     with sock:
         sock.settimeout(timeout)
         if src_ip:
@@ -125,6 +128,8 @@ def exchange(sock: socket.socket, dst: tuple[str, int], *, upload: int, reply: i
         data = bytearray()
         while chunk_in := sock.recv(1 << 18):
             data += chunk_in
+            if read_pause:
+                time.sleep(read_pause)
     line, _, body = bytes(data).partition(b"\n")
     return Exchange(hashlib.sha256(payload).hexdigest(), len(payload), json.loads(line),
                     hashlib.sha256(body).hexdigest(), len(body))

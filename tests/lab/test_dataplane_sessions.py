@@ -269,7 +269,9 @@ def test_ten_thousand_idle_streams_through_one_service_cost_under_32_kib_each(la
                          ids=["upload", "download", "both-ways"])
 def test_a_bulk_stream_moves_to_a_lane_with_every_byte_in_order(plain, upload, reply):
     before = plain.stats("a").get("lanes", {}).get("opened", 0)
-    result = exchange(client(plain), s1(plain), upload=upload, reply=reply, timeout=60)
+    # the client sends and reads in steps, so the stream still runs once its lane is ready (a few ms after 1 MiB)
+    result = exchange(client(plain), s1(plain), upload=upload, reply=reply, pause=0.001, read_pause=0.001,
+                      timeout=60)
     assert result.intact(), result
     state = plain.wait_for("a", lambda s: s["lanes"]["opened"] > before, what="a lane opened")
     plain.wait_for("b", lambda s: s["lanes"]["opened"] >= 1, what="the target spliced it too")
