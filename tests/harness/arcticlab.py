@@ -177,10 +177,22 @@ class ArcticPair:
         except (OSError, ValueError):
             return {}
 
+    def fresh_stats(self, name: str, timeout: float = 10.0) -> dict:
+        """The stats once every worker of agent-``name`` has reported after this call: each reports every second,
+        so a file read at once may still miss what a worker did in its last second."""
+        since = time.time()
+
+        def fresh() -> dict | None:
+            stats = self.stats(name)
+            reports = [w.get("reported_at") or 0 for w in stats.get("workers", [])]
+            return stats if reports and min(reports) > since else None
+
+        return wait_until(fresh, timeout=timeout, what=f"agent-{name}'s workers to report")
+
     def carried_by(self, sid: str, name: str = "a") -> int:
         """Connections the data plane of agent-``name`` has relayed for service ``sid`` since it started."""
         side = "source" if name == "a" else "target"
-        return int(self.stats(name).get("services", {}).get(sid, {}).get(side, 0))
+        return int(self.fresh_stats(name).get("services", {}).get(sid, {}).get(side, 0))
 
     def dataplane_ready(self, name: str) -> bool:
         resp = http(self.t.ctl, "GET", f"{self.agents[name].url}/readyz")
