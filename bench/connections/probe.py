@@ -28,8 +28,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: percentiles
-from percentiles import percentile  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: probekit
+from probekit import listening, percentile  # noqa: E402
 
 GREETING = b"arctic-bench hello\n"
 CONNECT_TIMEOUT = 5.0  # a connection that got no greeting by then counts as an error
@@ -37,14 +37,7 @@ CONNECT_TIMEOUT = 5.0  # a connection that got no greeting by then counts as an 
 
 def serve(ip: str, port: int, seconds: float) -> int:
     """Greet and close every connection, until ``seconds`` have passed (bounded: the lab also ends us)."""
-    listener = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((ip, port))
-    listener.listen(4096)
-    listener.setblocking(False)
-    sel = selectors.DefaultSelector()
-    sel.register(listener, selectors.EVENT_READ)
-    print("ready", flush=True)
+    listener, sel = listening(ip, port, backlog=4096)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if not sel.select(timeout=0.5):

@@ -28,7 +28,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "lab"), str(ROOT / "ag
 from agentkit import Issuer  # noqa: E402
 from clusterkit import ClusterLab  # noqa: E402
 from harness import Lab  # noqa: E402
-from percentiles import percentile  # noqa: E402
+from probekit import percentile  # noqa: E402
 
 TARGET_P95_S = 1.0
 

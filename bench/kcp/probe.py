@@ -22,10 +22,8 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: percentiles
-from percentiles import percentile  # noqa: E402
-
-TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: probekit
+from probekit import TCP_CONGESTION, listening, percentile  # noqa: E402
 
 
 def _tune(sock: socket.socket, cc: str | None) -> None:
@@ -35,16 +33,7 @@ def _tune(sock: socket.socket, cc: str | None) -> None:
 
 
 def serve(ip: str, port: int, cc: str | None, seconds: float) -> int:
-    listener = socket.socket(socket.AF_INET)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if cc:
-        listener.setsockopt(socket.IPPROTO_TCP, TCP_CONGESTION, cc.encode())
-    listener.bind((ip, port))
-    listener.listen(256)
-    listener.setblocking(False)
-    sel = selectors.DefaultSelector()
-    sel.register(listener, selectors.EVENT_READ)
-    print("ready", flush=True)
+    listener, sel = listening(ip, port, backlog=256, congestion=cc)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         for key, _ in sel.select(timeout=0.5):

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from percentiles import percentile  # noqa: E402
+from probekit import percentile  # noqa: E402
 
 
 def test_nearest_rank_picks_a_measured_value():
