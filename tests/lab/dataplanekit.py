@@ -109,10 +109,12 @@ def lab_socket(host, family: int = socket.AF_INET) -> socket.socket:
 
 
 def exchange(sock: socket.socket, dst: tuple[str, int], *, upload: int, reply: int, src_ip: str | None = None,
-             chunk: int = 1 << 16, pause: float = 0.0, read_pause: float = 0.0, timeout: float = 30.0) -> Exchange:
+             chunk: int = 1 << 16, pause: float = 0.0, read_pause: float = 0.0, timeout: float = 30.0,
+             started: threading.Event | None = None) -> Exchange:
     """Connect, upload, half-close, read the server's reply to EOF. Raises on any connection error.
 
     ``pause`` / ``read_pause``: seconds between chunks sent / reads (a slower client keeps a stream alive longer).
+    ``started`` is set once the first chunk is sent: the connection is then in the data plane's hands.
     """
     with sock:
         sock.settimeout(timeout)
@@ -122,6 +124,8 @@ def exchange(sock: socket.socket, dst: tuple[str, int], *, upload: int, reply: i
         payload = struct.pack("!Q", reply) + os.urandom(upload)
         for off in range(0, len(payload), chunk):
             sock.sendall(payload[off : off + chunk])
+            if started is not None:
+                started.set()
             if pause:
                 time.sleep(pause)
         sock.shutdown(socket.SHUT_WR)

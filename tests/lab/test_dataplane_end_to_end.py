@@ -273,18 +273,19 @@ def test_destination_outside_the_service_routes_is_refused(plane):
 
 def test_reload_adding_a_route_keeps_the_transfer_in_flight(plane):
     outcome: dict = {}
+    started = threading.Event()
 
     def slow_transfer() -> None:
         try:
             outcome["result"] = exchange(client(plane), s1(plane), upload=4 << 20, reply=1 << 20,
-                                         chunk=1 << 16, pause=0.015)
+                                         chunk=1 << 16, pause=0.015, started=started)
         except BaseException as err:  # reported below
             outcome["error"] = err
 
     transfer = threading.Thread(target=slow_transfer)
     transfer.start()
     try:
-        time.sleep(0.3)
+        assert started.wait(10), "the transfer did not start"
         plane.extra_routes = [{"id": 2, "source_cidr": "10.0.0.0/8", "dest_cidr": "192.168.200.0/24",
                                "priority": 100, "seq": 10}]
         plane.write_configs()
@@ -375,10 +376,12 @@ def test_bind_address_is_the_source_the_server_sees(plane):
 
 def test_a_new_tunnel_port_replaces_that_listener_only_and_keeps_relays(plane):
     outcome: dict = {}
+    started = threading.Event()
 
     def slow_transfer() -> None:
         try:
-            outcome["result"] = exchange(client(plane), s1(plane), upload=2 << 20, reply=1 << 20, pause=0.01)
+            outcome["result"] = exchange(client(plane), s1(plane), upload=2 << 20, reply=1 << 20, pause=0.01,
+                                         started=started)
         except BaseException as err:
             outcome["error"] = err
 
@@ -386,7 +389,7 @@ def test_a_new_tunnel_port_replaces_that_listener_only_and_keeps_relays(plane):
     transfer = threading.Thread(target=slow_transfer)
     transfer.start()
     try:
-        time.sleep(0.3)
+        assert started.wait(10), "the transfer did not start"
         plane.tunnel_port = TUNNEL_PORT + 1
         plane.write_configs()
         for name in ("b", "a"):
@@ -409,17 +412,19 @@ def test_a_new_tunnel_port_replaces_that_listener_only_and_keeps_relays(plane):
 
 def test_sigterm_drains_the_transfer_in_flight_then_exits(plane):
     outcome: dict = {}
+    started = threading.Event()
 
     def slow_transfer() -> None:
         try:
-            outcome["result"] = exchange(client(plane), s1(plane), upload=2 << 20, reply=1 << 20, pause=0.02)
+            outcome["result"] = exchange(client(plane), s1(plane), upload=2 << 20, reply=1 << 20, pause=0.02,
+                                         started=started)
         except BaseException as err:
             outcome["error"] = err
 
     transfer = threading.Thread(target=slow_transfer)
     transfer.start()
     try:
-        time.sleep(0.3)
+        assert started.wait(10), "the transfer did not start"
         proc = plane.procs["a"]
         proc.send_signal(signal.SIGTERM)
         transfer.join(30)

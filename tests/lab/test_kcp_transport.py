@@ -78,8 +78,9 @@ def test_a_kcp_service_carries_every_byte_across_200_ms_and_10_percent_loss(plan
     assert result.intact(), result
     lost = link.stats()
     assert lost["ab"]["lost_random"] > 0 and lost["ba"]["lost_random"] > 0  # the loss really happened
-    sessions = [s for s in plane.stats("a")["sessions"] if s.get("kcp")]
-    assert sum(s["kcp"]["retransmits"] + s["kcp"]["fec_recovered"] for s in sessions) > 0
+    plane.wait_for("a", lambda st: sum(s["kcp"]["retransmits"] + s["kcp"]["fec_recovered"]
+                                       for s in st["sessions"] if s.get("kcp")) > 0,
+                   what="KCP to report the packets it resent or rebuilt")
 
 
 def test_a_thousand_concurrent_connections_arrive_intact(plane, link):

@@ -176,7 +176,9 @@ def comments(listing: str) -> list[str]:
 
 def test_a_service_carries_connections_only_once_a_destination_route_exists(cluster):
     sid = cluster.create_service()
-    time.sleep(1.5)  # replicated and reconciled by now: still nothing must be carried
+    for name in ("a", "b"):  # both data planes know the service: still nothing must be carried
+        wait_until(lambda name=name: any(s["id"] == sid for s in cluster.dataplane_config(name).get("services", [])),
+                   what=f"agent-{name}'s data plane to have the service")
     assert not cluster.reaches(S1), "a service without routes must not carry traffic"
 
     cluster.add_routes(sid, {"dest_cidr": "192.168.100.0/24", "priority": 100})
