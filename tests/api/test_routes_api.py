@@ -81,7 +81,7 @@ def test_delete_route_and_ids_are_never_reused(api, svc):
     ({"routes": []}, "INVALID_REQUEST", '"routes" array'),
     ({"routes": "x"}, "INVALID_REQUEST", '"routes" array'),
     ({"routes": [{"dest_cidr": "10.1.2.3/8", "priority": 1}]}, "INVALID_CIDR", "use 10.0.0.0/8"),
-    ({"routes": [{"dest_cidr": "10.0.0.0", "priority": 1}]}, "INVALID_CIDR", "slash notation"),
+    ({"routes": [{"dest_cidr": "10.0.0.0", "priority": 1}]}, "INVALID_CIDR", "such as 10.0.0.0/8, or 10.0.0.0/32"),
     ({"routes": [{"dest_cidr": "banana/8", "priority": 1}]}, "INVALID_CIDR", "not valid CIDR"),
     ({"routes": [{"dest_cidr": "10.0.0.0/8"}]}, "MISSING_FIELD", "priority is required"),
     ({"routes": [{"dest_cidr": "10.0.0.0/8", "priority": "100"}]}, "INVALID_REQUEST", "integer"),

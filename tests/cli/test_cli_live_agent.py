@@ -182,7 +182,8 @@ def test_seed_routes_and_bandwidth_walkthrough(cli) -> None:
 
     ok(run_seed("arctic services update SERVICE_ID --bandwidth-limit 500"))
     assert as_json(arctic(env, "services", "get", service_id, "-j"))["bandwidth_limit_mbps"] == 500
-    assert re.search(r"^Bandwidth Limit:\s+500 Mbps$", ok(run_seed("arctic services get SERVICE_ID")), re.M)
+    shown = ok(run_seed("arctic services get SERVICE_ID"))
+    assert re.search(r"^Bandwidth Limit:\s+500 Mbps \(bandwidth_limit_mbps: 500\)$", shown, re.M)
     ok(run_seed("arctic services update SERVICE_ID --bandwidth-limit 0"))
     assert as_json(arctic(env, "services", "get", service_id, "-j"))["bandwidth_limit_mbps"] == 0
 
@@ -190,6 +191,9 @@ def test_seed_routes_and_bandwidth_walkthrough(cli) -> None:
     assert (missing.returncode, missing.stderr.splitlines()[0]) == (2, "Error: --service is required")
     bad = arctic(env, "routes", "add", "--service", service_id, "--dest-cidr", "10.1.2.3/8", "--priority", "1")
     assert bad.returncode == 1 and bad.stderr.startswith("Error: ")
+    bare = arctic(env, "routes", "add", "--service", service_id, "--dest-cidr", "10.0.0.0", "--priority", "1")
+    assert bare.returncode == 1
+    assert "--dest-cidr '10.0.0.0' needs slash notation: a network such as 10.0.0.0/8" in bare.stderr  # the seed's form
 
     ok(run_seed("arctic services delete SERVICE_ID --yes"))
     gone = arctic(env, "services", "get", service_id)

@@ -97,7 +97,7 @@ def test_get_prints_the_documented_block_with_routes(api: FakeAgent, run_cli) ->
         "Actual Interface IPv4:  192.168.100.10/24",
     ]
     assert "Fully Transparent:      No" in lines
-    assert "Bandwidth Limit:        1000 Mbps" in lines
+    assert "Bandwidth Limit:        1000 Mbps (bandwidth_limit_mbps: 1000)" in lines
     assert "Routes:                 1" in lines
     assert "Created At:             2025-12-08 09:26:30 UTC" in lines
     assert lines[-2:] == ["ID  PRIORITY  SOURCE CIDR  DEST CIDR", "6   100       10.0.0.0/8   192.168.100.0/24"]

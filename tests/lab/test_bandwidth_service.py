@@ -300,12 +300,18 @@ def wire_rate(bw: BandwidthLab, name: str, base: int, *, reverse: bool, seconds:
 
 # --- the limit, as the operator sets and sees it -----------------------------------------------------------
 
+def shown_limit(services_get: str) -> str | None:
+    """The value of the ``Bandwidth Limit`` line of ``arctic services get``."""
+    match = re.search(r"^Bandwidth Limit:\s+(.*)$", services_get, re.M)
+    return match[1] if match else None
+
+
 def test_cli_create_update_and_remove_a_limit_shows_in_get_list_and_both_kernels(bw: BandwidthLab) -> None:
     sid = bw.create_limited(LIMIT, "192.168.100.0/24")
     bases = {n: bw.block(n, sid) for n in ("a", "b")}
-    assert re.search(r"^Bandwidth Limit:\s+50 Mbps$", bw.cli("services", "get", sid), re.M)
+    assert shown_limit(bw.cli("services", "get", sid)) == "50 Mbps (bandwidth_limit_mbps: 50)"
     assert re.search(rf"^{sid}\s.*\sQ$", bw.cli("services", "list"), re.M), "the Q flag marks a limited service"
-    assert re.search(r"^Bandwidth Limit:\s+50 Mbps$", bw.cli("services", "get", sid, on="b"), re.M), \
+    assert shown_limit(bw.cli("services", "get", sid, on="b")) == "50 Mbps (bandwidth_limit_mbps: 50)", \
         "the target peer (a replica) shows the limit too"
     for name in ("a", "b"):
         shaped = bw.shaped(name, bases[name])
@@ -313,11 +319,11 @@ def test_cli_create_update_and_remove_a_limit_shows_in_get_list_and_both_kernels
 
     bw.cli("services", "update", sid, "--bandwidth-limit", str(UPDATED))
     wait_rate(bw, sid, bases, "20Mbit")
-    assert re.search(r"^Bandwidth Limit:\s+20 Mbps$", bw.cli("services", "get", sid), re.M)
+    assert shown_limit(bw.cli("services", "get", sid)) == "20 Mbps (bandwidth_limit_mbps: 20)"
 
     bw.cli("services", "update", sid, "--bandwidth-limit", "0")
     wait_rate(bw, sid, bases, None)
-    assert re.search(r"^Bandwidth Limit:\s+unlimited$", bw.cli("services", "get", sid), re.M)
+    assert shown_limit(bw.cli("services", "get", sid)) == "unlimited (bandwidth_limit_mbps: 0)"
     assert re.search(rf"^{sid}\s.*\s-$", bw.cli("services", "list"), re.M), "no Q flag once unlimited"
     for name in ("a", "b"):
         assert bw.shaped(name, bases[name]) == Shaped([], [], False), "0 removes the class (and the idle root)"

@@ -17,13 +17,21 @@ class CidrError(ValueError):
     """The text is not acceptable; ``str(err)`` is the operator message."""
 
 
+def slash_hint(text: str) -> str:
+    """What to type instead of a bare address: the seed's network form first (an operator who typed 10.0.0.0
+    usually meant 10.0.0.0/8), then the one-address form."""
+    if ":" in text:
+        return f"a network such as fd00::/64, or {text}/128 for this one address"
+    return f"a network such as 10.0.0.0/8, or {text}/32 for this one address"
+
+
 def parse_network(text: object, field: str) -> Network:
     """Parse a route CIDR in slash notation whose address is the network address."""
     if not isinstance(text, str) or not text.strip():
         raise CidrError(f"{field} must be a CIDR string such as 10.0.0.0/8")
     text = text.strip()
     if "/" not in text:
-        raise CidrError(f"{field} {text!r} needs slash notation, e.g. {text}/32")
+        raise CidrError(f"{field} {text!r} needs slash notation: {slash_hint(text)}")
     try:
         return ipaddress.ip_network(text, strict=True)
     except ValueError:

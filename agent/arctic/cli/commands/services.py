@@ -33,7 +33,8 @@ def service_flags(svc: dict[str, Any]) -> str:
 
 
 def bandwidth_text(mbps: Any) -> str:
-    return f"{mbps} Mbps" if mbps else "unlimited"
+    """The limit, and the API field by its name: the seed tells operators to look for ``bandwidth_limit_mbps``."""
+    return f"{mbps} Mbps (bandwidth_limit_mbps: {mbps})" if mbps else "unlimited (bandwidth_limit_mbps: 0)"
 
 
 def service_rows(svc: dict[str, Any], names: dict[str, str]) -> list[tuple[str, Any]]:

@@ -106,7 +106,10 @@ def check_network(text: str | None, field: str) -> None:
     if text is None:
         return
     if "/" not in text:
-        raise ArcticApiError(f"{field} {text!r} needs slash notation, e.g. {text}/32", "INVALID_CIDR")
+        one = "128" if ":" in text else "32"
+        network = "fd00::/64" if ":" in text else "10.0.0.0/8"
+        raise ArcticApiError(f"{field} {text!r} needs slash notation: a network such as {network}, or {text}/{one} "
+                             "for this one address (the agent's wording)", "INVALID_CIDR")
     try:
         ipaddress.ip_network(text.strip(), strict=True)
     except ValueError:

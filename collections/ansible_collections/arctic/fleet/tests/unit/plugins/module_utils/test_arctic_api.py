@@ -61,7 +61,8 @@ def test_empty_interface_address_means_none():
     "text, words",
     [
         ("10.1.2.3/8", "host bits set: the network address must match the mask, use 10.0.0.0/8"),
-        ("10.0.0.0", "needs slash notation"),
+        ("10.0.0.0", "needs slash notation: a network such as 10.0.0.0/8, or 10.0.0.0/32 for this one address"),
+        ("fd00::1", "a network such as fd00::/64, or fd00::1/128 for this one address"),
         ("10.0.0.300/8", "not valid CIDR notation"),
     ],
 )
