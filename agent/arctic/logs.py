@@ -11,7 +11,7 @@ import logging
 import sys
 import time
 
-SUBSYSTEMS = ("agent", "api", "store", "cluster", "netmgr", "fwmgr", "qosmgr", "tproxymgr", "iptunmgr")
+SUBSYSTEMS = ("api", "store", "cluster", "netmgr", "fwmgr", "qosmgr", "tproxymgr", "iptunmgr")
 _ROOT = "arctic"
 
 

@@ -20,7 +20,7 @@ from arctic.store import repository as repo
 from arctic.store.database import Database
 from arctic.timeutil import parse_rfc3339, to_rfc3339, utcnow
 
-log = get_logger("agent")
+log = get_logger("cluster")
 SESSION_STATS_FRESH = 5.0  # seconds: the data plane rewrites its stats file every second
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import queue
 
 import pytest
@@ -114,3 +115,49 @@ def test_a_run_that_raises_does_not_end_the_worker(looping):
     looping.poke("second")
     assert looping.runs.get(timeout=10) == "second"
     assert looping.alive()
+
+
+# --- what the seed's operator finds with `journalctl -u arctic | grep tproxymgr` ---------------------------------
+
+@pytest.fixture
+def tproxymgr(caplog):
+    """tproxymgr records, even if something configured the ``arctic`` logger not to propagate."""
+    logger = logging.getLogger("arctic.tproxymgr")
+    attach = not logging.getLogger("arctic").propagate
+    if attach:
+        logger.addHandler(caplog.handler)
+    old = logger.level
+    logger.setLevel(logging.INFO)
+    yield lambda: [(r.getMessage(), r.fields) for r in caplog.records if r.name == "arctic.tproxymgr"]
+    logger.setLevel(old)
+    if attach:
+        logger.removeHandler(caplog.handler)
+
+
+def test_data_plane_config_updates_and_shaping_changes_are_logged_per_service_under_tproxymgr(worker, tproxymgr):
+    worker.run_once("first")
+    assert tproxymgr() == [("data-plane config updated", {"service_id": SVC, "change": "added", "routes": 0})]
+    worker.run_once("nothing changed")
+    assert len(tproxymgr()) == 1
+
+    with worker.runtime.db.write() as tx:
+        tx.execute("UPDATE services SET bandwidth_limit_mbps = 50 WHERE id = ?", (SVC,))
+    worker.run_once("limited")
+    assert ("service shaping changed", {"service_id": SVC, "bandwidth_limit_mbps": 50, "previous_mbps": 0}) \
+        in tproxymgr()
+    assert ("data-plane config updated", {"service_id": SVC, "change": "updated", "routes": 0}) in tproxymgr()
+
+    with worker.runtime.db.write() as tx:
+        tx.execute("DELETE FROM services WHERE id = ?", (SVC,))
+    worker.run_once("deleted")
+    assert tproxymgr()[-1] == ("data-plane config updated", {"service_id": SVC, "change": "removed", "routes": 0})
+
+
+def test_a_restarted_agent_logs_what_it_enforces_not_a_change(worker, tproxymgr):
+    with worker.runtime.db.write() as tx:
+        tx.execute("UPDATE services SET bandwidth_limit_mbps = 20 WHERE id = ?", (SVC,))
+    worker.run_once("first")
+    restarted = ReconcileWorker(worker.runtime, reconciler=FakeReconciler(), qos=FakeQos(), tc=None)
+    before = len(tproxymgr())
+    restarted.run_once("after a restart")
+    assert tproxymgr()[before:] == [("service shaped", {"service_id": SVC, "bandwidth_limit_mbps": 20})]

@@ -17,7 +17,7 @@ from arctic.config import ConfigError, load_config
 from arctic.daemon.license_cmd import license_group
 from arctic.logs import configure, get_logger
 
-log = get_logger("agent")
+log = get_logger("api")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

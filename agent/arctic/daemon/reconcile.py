@@ -45,9 +45,9 @@ from arctic.netconf.qos_kernel import TcKernel
 from arctic.netconf.reconciler import Plan, Reconciler
 from arctic.store.database import Database
 
-log = get_logger("agent")
+log = get_logger("netmgr")  # the reconcile runs: network configuration as a whole
 qlog = get_logger("qosmgr")
-tlog = get_logger("tproxymgr")
+tlog = get_logger("tproxymgr")  # per service, what the data plane (the seed's "TProxy service") is told
 
 WATCHED_KINDS = frozenset({"services", "routes", "peers", "meta"})
 DEBOUNCE_SECONDS = 0.15
@@ -200,6 +200,8 @@ class ReconcileWorker:
         self.dataplane_path = Path(self.config.data_dir) / rendering.DATAPLANE_CONFIG
         self.last: RunReport | None = None
         self._qos_applied = ""
+        self._shaped: dict[str, int] | None = None  # service -> Mbit/s the kernel shapes it at (logged on change)
+        self._dataplane_services: dict[str, dict] = self._written_services()
         self._bind_addresses: dict[str, str | None] = {}
         self._interval = max(1.0, float(self.config.reconcile_interval))
         self._wake = threading.Event()
@@ -209,6 +211,13 @@ class ReconcileWorker:
         self._thread: threading.Thread | None = None
         runtime.db.on_commit(self._on_commit)
         runtime.on_sync(lambda reason: self.poke(f"cluster sync ({reason})"))
+
+    def _written_services(self) -> dict[str, dict]:
+        """The services of the data-plane config already on disk (an agent restart is no change to log)."""
+        try:
+            return {svc["id"]: svc for svc in json.loads(self.dataplane_path.read_text()).get("services", [])}
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
 
     # --- lifecycle -----------------------------------------------------------------------------------------------
 
@@ -328,6 +337,8 @@ class ReconcileWorker:
             report.actions += [f"tc {dev}: {json.dumps(changes, sort_keys=True)}" for dev, changes in summary.items()]
         except QosError as err:
             report.errors.append(f"shaping: {err}")
+        else:
+            self._log_shaping({sid: rate for rates in by_dev.values() for sid, rate in rates.items()})
         self._qos_applied = qos_text([x for x in links if any(x.service_id in s for s in by_dev.values())])
         return self.qos.priorities()
 
@@ -364,8 +375,36 @@ class ReconcileWorker:
         if changed:
             report.actions.append(f"data-plane config written ({len(doc['services'])} services)")
             report.dataplane_config_changed = True
+            self._log_dataplane_services({svc["id"]: svc for svc in doc["services"]})
         if self.supervisor is not None and self.config.dataplane.enabled:
             self.supervisor.config_written(changed)
+
+    # --- per-service logs under tproxymgr (where the seed sends operators: journalctl -u arctic | grep tproxymgr) ---
+
+    def _log_shaping(self, rates: dict[str, int]) -> None:
+        """One line per service whose limit the kernel now enforces differently (0 = unlimited); after a start,
+        one line per limited service, so the log always says what is enforced."""
+        before, self._shaped = self._shaped, rates
+        if before is None:
+            for sid, rate in sorted(rates.items()):
+                if rate:
+                    tlog.info("service shaped", service_id=sid, bandwidth_limit_mbps=rate)
+            return
+        for sid in sorted(before.keys() | rates.keys()):
+            if before.get(sid, 0) != rates.get(sid, 0):
+                tlog.info("service shaping changed", service_id=sid, bandwidth_limit_mbps=rates.get(sid, 0),
+                          previous_mbps=before.get(sid, 0))
+
+    def _log_dataplane_services(self, services: dict[str, dict]) -> None:
+        """One line per service the data plane starts, stops or carries differently with the new config."""
+        before, self._dataplane_services = self._dataplane_services, services
+        for sid in sorted(before.keys() | services.keys()):
+            change = ("added" if sid not in before else "removed" if sid not in services
+                      else "updated" if before[sid] != services[sid] else None)
+            if change:
+                svc = services.get(sid) or before[sid]
+                tlog.info("data-plane config updated", service_id=sid, change=change,
+                          routes=len(svc.get("routes", [])) if change != "removed" else 0)
 
     # --- what /v1/plan and readiness read -------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from arctic.logs import get_logger
 from arctic.runtime import Agent, StartupError
 
 __all__ = ["AgentService", "StartupError"]
-log = get_logger("agent")
+log = get_logger("api")
 
 
 class AgentService:
