@@ -21,7 +21,8 @@ def test_seed_basic_route_add_returns_ids_and_count(api, svc):
     assert resp.get_json() == {"route_ids": [1], "count": 1}
     (route,) = _routes(api, svc)
     assert route | {"created_at": None} == {"id": 1, "service_id": svc, "priority": 100, "source_cidr": "10.0.0.0/8",
-                                            "dest_cidr": "192.168.100.0/24", "created_at": None}
+                                            "dest_cidr": "192.168.100.0/24", "created_at": None,
+                                            "state": "active", "shadowed_by": None}
 
 
 def test_destination_only_and_source_only_routes(api, svc):
@@ -74,6 +75,22 @@ def test_delete_route_and_ids_are_never_reused(api, svc):
                                                                      "priority": 100}]})
     assert again.get_json()["route_ids"] == [2]
     assert api.delete(f"/v1/services/{svc}/routes/1").status_code == 404
+
+
+def test_a_route_whose_match_an_earlier_route_of_another_service_takes_is_listed_as_shadowed(api, peer_b):
+    """Same source peer, same match: the kernel keeps the first in precedence order, the other carries nothing."""
+    first, second = (api.post("/v1/services", json={"target_peer_id": peer_b}).get_json()["id"] for _ in range(2))
+    pair = {"source_cidr": "10.0.0.0/8", "dest_cidr": "192.168.100.0/24"}
+    api.post(f"/v1/services/{second}/routes", json={"routes": [{**pair, "priority": 100},
+                                                              {"dest_cidr": "192.168.200.0/24", "priority": 1}]})
+    api.post(f"/v1/services/{first}/routes", json={"routes": [{**pair, "priority": 200}]})  # newer, but higher
+    assert [(r["state"], r["shadowed_by"]) for r in _routes(api, first)] == [("active", None)]
+    shadowed, other = _routes(api, second)
+    assert (shadowed["state"], shadowed["shadowed_by"]) == ("shadowed", {"service_id": first, "route_id": 1})
+    assert (other["state"], other["shadowed_by"]) == ("active", None)
+
+    api.delete(f"/v1/services/{first}/routes/1")  # the winner goes: the shadowed route takes over
+    assert [r["state"] for r in _routes(api, second)] == ["active", "active"]
 
 
 @pytest.mark.parametrize("body, code, words", [

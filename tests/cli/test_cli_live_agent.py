@@ -161,10 +161,10 @@ def test_seed_routes_and_bandwidth_walkthrough(cli) -> None:
     ok(run_seed("arctic routes add --service SERVICE_ID \\\n  --source-cidr 10.1.0.0/16 \\\n"
                 "  --dest-cidr 192.168.100.0/24 \\\n  --priority 200"))
     listed = ok(run_seed("arctic routes list --service SERVICE_ID")).splitlines()
-    assert listed[0].split() == ["ID", "PRIORITY", "SOURCE", "CIDR", "DEST", "CIDR"]
+    assert listed[0].split() == ["ID", "PRIORITY", "SOURCE", "CIDR", "DEST", "CIDR", "STATE"]
     api_order = [r["id"] for r in as_json(arctic(env, "routes", "list", "--service", service_id, "-j"))]
     assert [int(line.split()[0]) for line in listed[1:]] == api_order  # the agent's precedence order, kept
-    assert listed[1].split()[1:] == ["200", "10.1.0.0/16", "192.168.100.0/24"]
+    assert listed[1].split()[1:] == ["200", "10.1.0.0/16", "192.168.100.0/24", "active"]
 
     ok(run_seed("arctic routes update --service SERVICE_ID --route ROUTE_ID \\\n  --priority 200",
                 ROUTE_ID=first_route))

@@ -84,6 +84,22 @@ def test_list_keeps_the_agent_order(api: FakeAgent, run_cli) -> None:
     ]
 
 
+def test_list_shows_which_routes_are_shadowed_and_by_what(api: FakeAgent, run_cli) -> None:
+    api.on("GET", BASE, [
+        {"id": 7, "priority": 200, "source_cidr": "10.1.0.0/16", "dest_cidr": "192.168.100.0/24",
+         "state": "active", "shadowed_by": None},
+        {"id": 6, "priority": 100, "source_cidr": "10.0.0.0/8", "dest_cidr": "192.168.100.0/24",
+         "state": "shadowed", "shadowed_by": {"service_id": "svc_OTHER", "route_id": 3}},
+    ])
+    res = run_cli("routes", "list", "--service", SVC)
+    assert res.out.splitlines() == [
+        "ID  PRIORITY  SOURCE CIDR  DEST CIDR         STATE",
+        "7   200       10.1.0.0/16  192.168.100.0/24  active",
+        "6   100       10.0.0.0/8   192.168.100.0/24  shadowed by svc_OTHER route 3",
+    ]
+    assert run_cli("routes", "list", "--service", SVC, "-j").out.count('"shadowed_by"') == 2  # JSON: as the API
+
+
 def test_update_priority_sends_only_priority(api: FakeAgent, run_cli) -> None:
     api.handle("PUT", f"{BASE}/6", lambda c: (200, {"id": 6, "service_id": SVC, "priority": 200,
                                                     "source_cidr": "10.0.0.0/8", "dest_cidr": None}))

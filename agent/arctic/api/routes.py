@@ -19,6 +19,7 @@ from arctic.api.forwarding import forward_to
 from arctic.api.lookup import find_service
 from arctic.api.validation import json_body, load
 from arctic.auth import scopes as scope_rules
+from arctic.domain import precedence
 from arctic.errors import AlreadyExists, ApiError, InvalidRequest, MissingField, NotFound
 from arctic.logs import get_logger
 from arctic.store import repository as repo
@@ -61,6 +62,18 @@ class RouteSchema(Schema):
     created_at = fields.String()
 
 
+class ShadowSchema(Schema):
+    service_id = fields.String(metadata={"example": "svc_01HZY3K8J5Q2W9V4XN7R6T0S01"})
+    route_id = fields.Integer(metadata={"example": 1})
+
+
+class ListedRouteSchema(RouteSchema):
+    state = fields.String(metadata={"description": "active, or shadowed: an earlier route (in precedence order, of "
+                                                   "any service of the same source peer) has exactly this match",
+                                    "example": "active"})
+    shadowed_by = fields.Nested(ShadowSchema, allow_none=True)
+
+
 def check_route_rules(route: dict, where: str = "route") -> None:
     src, dst = route.get("source_cidr"), route.get("dest_cidr")
     if not src and not dst:
@@ -99,11 +112,18 @@ def route_seq() -> int:
 
 
 @bp.get("/v1/services/<service_id>/routes")
-@endpoint("List a service's routes in precedence order", scope=scope_rules.SERVICES_READ, response=RouteSchema,
-          many=True, errors=(404,))
+@endpoint("List a service's routes in precedence order, each with its effective state",
+          scope=scope_rules.SERVICES_READ, response=ListedRouteSchema, many=True, errors=(404,))
 def list_routes(service_id: str):
     service = find_service(service_id)
-    return [r.to_api() for r in service.routes]
+    rivals = repo.list_services(agent().db.read(), source_peer_id=service.source_peer_id)
+    winners = {(r.service_id, r.id): w for r, w in precedence.with_winners(r for s in rivals for r in s.routes)}
+    listed = []
+    for route in service.routes:
+        winner = winners.get((route.service_id, route.id))
+        listed.append({**route.to_api(), "state": "shadowed" if winner else "active",
+                       "shadowed_by": {"service_id": winner.service_id, "route_id": winner.id} if winner else None})
+    return listed
 
 
 @bp.post("/v1/services/<service_id>/routes")

@@ -48,6 +48,24 @@ def ordered(routes: Iterable[RouteLike]) -> list:
     return sorted(routes, key=precedence_key)
 
 
+def _same_match(cidr: str | None) -> str | None:
+    return str(ipaddress.ip_network(cidr)) if cidr else None
+
+
+def with_winners(routes: Iterable[RouteLike]) -> list[tuple]:
+    """``(route, winner)`` in precedence order; ``winner`` is the earlier route with exactly the same match, or None.
+
+    A route with a winner is shadowed: the kernel keeps only the first rule of an exact duplicate
+    (``netconf.ruleset``) and the data plane's ``first_match`` never picks it, so it carries nothing.
+    """
+    seen: dict[tuple, RouteLike] = {}
+    out = []
+    for route in ordered(routes):
+        winner = seen.setdefault((_same_match(route.source_cidr), _same_match(route.dest_cidr)), route)
+        out.append((route, None if winner is route else winner))
+    return out
+
+
 def matches(route: RouteLike, src: str, dst: str) -> bool:
     """Does a connection from ``src`` to ``dst`` fall under ``route``? (address families must agree)"""
     s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)

@@ -49,13 +49,19 @@ def read_licence_file(path: Path) -> dict[str, Any]:
 
 
 def route_table(routes: list[dict[str, Any]]) -> str:
-    """``ID  PRIORITY  SOURCE CIDR  DEST CIDR``, in the order the API gave (precedence order)."""
+    """``ID  PRIORITY  SOURCE CIDR  DEST CIDR``, in the order the API gave (precedence order), and ``STATE`` when
+    the agent gives it (``routes list``): ``active`` or ``shadowed by <service> route <id>``."""
     from arctic.cli.output import render_table
 
-    return render_table(
-        ["ID", "PRIORITY", "SOURCE CIDR", "DEST CIDR"],
-        [[r.get("id"), r.get("priority"), r.get("source_cidr"), r.get("dest_cidr")] for r in routes],
-    )
+    header = ["ID", "PRIORITY", "SOURCE CIDR", "DEST CIDR"]
+    rows = [[r.get("id"), r.get("priority"), r.get("source_cidr"), r.get("dest_cidr")] for r in routes]
+    if any("state" in r for r in routes):
+        header.append("STATE")
+        for row, r in zip(rows, routes, strict=True):
+            by = r.get("shadowed_by") or {}
+            row.append(f"shadowed by {by.get('service_id')} route {by.get('route_id')}"
+                       if r.get("state") == "shadowed" else r.get("state", "-"))
+    return render_table(header, rows)
 
 
 _FLAG_OF_FIELD = {"source_cidr": "--source-cidr", "dest_cidr": "--dest-cidr",
