@@ -153,7 +153,7 @@ class Stream(asyncio.Protocol):
     def _resume_reading(self) -> None:
         """Read the local socket again, unless it was reset while paused: its unread bytes are then dropped, not
         relayed (``netsock.was_reset``). Only where they would cost: at a bandwidth limit, they drain at the
-        limit; unlimited, they are gone in milliseconds, and the bulk path keeps its syscall."""
+        limit; unlimited, they are gone in milliseconds, and the bulk path saves the syscall."""
         if not self.reading_paused or self.transport is None or self.state == CLOSED:
             return
         if self.session is not None and self.session.limited:
