@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable, Iterator
 
 import pytest
 from agentkit import AgentProcess, Issuer
@@ -36,3 +38,24 @@ def agent(tmp_path, issuer):
 def bootstrapped_agent(agent):
     agent.bootstrap()
     return agent
+
+
+@pytest.fixture
+def subsystem_log(caplog: pytest.LogCaptureFixture) -> Iterator[Callable[[str], pytest.LogCaptureFixture]]:
+    """``subsystem_log("qosmgr")``: that subsystem's records at INFO in ``caplog``, even if something configured the
+    ``arctic`` logger not to propagate; undone after the test."""
+    undo: list[Callable[[], None]] = []
+
+    def capture(subsystem: str) -> pytest.LogCaptureFixture:
+        logger = logging.getLogger(f"arctic.{subsystem}")
+        old = logger.level
+        logger.setLevel(logging.INFO)
+        undo.append(lambda: logger.setLevel(old))
+        if not logging.getLogger("arctic").propagate:
+            logger.addHandler(caplog.handler)
+            undo.append(lambda: logger.removeHandler(caplog.handler))
+        return caplog
+
+    yield capture
+    for step in reversed(undo):
+        step()

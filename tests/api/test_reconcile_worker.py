@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import queue
 
 import pytest
@@ -120,18 +119,10 @@ def test_a_run_that_raises_does_not_end_the_worker(looping):
 # --- what the seed's operator finds with `journalctl -u arctic | grep tproxymgr` ---------------------------------
 
 @pytest.fixture
-def tproxymgr(caplog):
-    """tproxymgr records, even if something configured the ``arctic`` logger not to propagate."""
-    logger = logging.getLogger("arctic.tproxymgr")
-    attach = not logging.getLogger("arctic").propagate
-    if attach:
-        logger.addHandler(caplog.handler)
-    old = logger.level
-    logger.setLevel(logging.INFO)
-    yield lambda: [(r.getMessage(), r.fields) for r in caplog.records if r.name == "arctic.tproxymgr"]
-    logger.setLevel(old)
-    if attach:
-        logger.removeHandler(caplog.handler)
+def tproxymgr(subsystem_log):
+    """(message, fields) of each tproxymgr record so far."""
+    caplog = subsystem_log("tproxymgr")
+    return lambda: [(r.getMessage(), r.fields) for r in caplog.records if r.name == "arctic.tproxymgr"]
 
 
 def test_data_plane_config_updates_and_shaping_changes_are_logged_per_service_under_tproxymgr(worker, tproxymgr):

@@ -284,15 +284,28 @@ def wait_rate(bw: BandwidthLab, sid: str, bases: dict[str, int], rate: str | Non
 
 
 def wire_rate(bw: BandwidthLab, name: str, base: int, *, reverse: bool, seconds: float = 2.0) -> float:
-    """Mbit/s the service's HTB classes on agent-``name`` sent (frame bytes), sampled over ``seconds`` in the
-    middle of a 5 s iperf3 run (after its start-up, before its end)."""
-    run = bw.t.cl.popen("iperf3", "-c", S1, "-p", str(IPERF_PORT), "-t", "5", *(["-R"] if reverse else []),
+    """Mbit/s the service's HTB classes on agent-``name`` sent (frame bytes), sampled over ``seconds`` once an
+    8 s iperf3 run has settled (at most 4 s after its start, so the window ends before the run does)."""
+    run = bw.t.cl.popen("iperf3", "-c", S1, "-p", str(IPERF_PORT), "-t", "8", *(["-R"] if reverse else []),
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def sample() -> tuple[int, float]:
+        return sum(bw.slot_bytes(name, base).values()), time.monotonic()
+
+    def steady(previous: list) -> tuple[int, float] | None:
+        """The first sample after two 0.2 s windows that sent within 10 % of each other: start-up is over."""
+        time.sleep(0.2)  # the length of a window (the rate in it is what is compared), not a wait
+        previous.append(sample())
+        if len(previous) < 3:
+            return None
+        (b0, t0), (b1, t1), (b2, t2) = previous[-3:]
+        r1, r2 = (b1 - b0) / (t1 - t0), (b2 - b1) / (t2 - t1)
+        return previous[-1] if r1 > 0 and abs(r2 - r1) <= 0.1 * r1 else None
+
     try:
-        time.sleep(1.5)  # a sampling window, not a wait for an event: the rate is what is measured
-        first, start = sum(bw.slot_bytes(name, base).values()), time.monotonic()
-        time.sleep(seconds)
-        sent, end = sum(bw.slot_bytes(name, base).values()), time.monotonic()
+        seen = [sample()]
+        first, start = wait_until(lambda: steady(seen), timeout=4, interval=0, what="the iperf3 run to settle")
+        time.sleep(seconds)  # the measurement window
+        sent, end = sample()
     finally:
         run.wait(30)
     return (sent - first) * 8 / (end - start) / 1e6

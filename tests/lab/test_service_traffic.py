@@ -313,18 +313,29 @@ def test_requires_interface_without_a_desired_address_takes_one_by_dhcp_and_conn
         dnsmasq.wait(10)
 
 
-def test_fully_transparent_service_shows_the_client_address_to_the_server(cluster):
-    sid = cluster.create_service(requires_interface=True, fully_transparent=True,
+@pytest.mark.parametrize("transport", ["tcp", "kcp"])
+def test_fully_transparent_service_shows_the_client_address_to_the_server(cluster, transport):
+    """The transport is only what runs between the peers: interface, Transparent Mode and routes work the same."""
+    sid = cluster.create_service(transport_type=transport, requires_interface=True, fully_transparent=True,
                                  desired_ipv4_cidr=f"{SERVICE_IP}/24")
     cluster.add_routes(sid, {"source_cidr": "10.0.0.0/8", "dest_cidr": "192.168.100.0/24", "priority": 100})
     cluster.t.s1.route("10.0.0.0/8", via=AGENT_B_NET100)  # the server routes client prefixes back via agent-b
     try:
         answer = wait_until(lambda: cluster.reaches(S1) and cluster.connect(S1, payload=os.urandom(300_000)),
-                            what="transparent connection")
+                            what=f"a transparent connection over {transport}")
         assert answer["intact"] and answer["peer"] == CLIENT
         listing = cluster.sh("b", "nft", "list", "ruleset")  # the target delivers replies to its spoofing socket
         assert "socket transparent 1" in listing
         assert "fwmark 0x1a0000/0xff0000 lookup 61080" in cluster.sh("b", "ip", "rule")
+        shown = cluster.api("GET", f"/v1/services/{sid}", on="b")
+        assert "macvlan" in cluster.sh("b", "ip", "-d", "link", "show", "dev", shown["interface_name"])
+        if transport == "kcp":
+            def kcp_sessions_up() -> list[dict] | None:  # each worker reports every second: wait for all of them
+                kcp = [s for s in cluster.stats("a")["sessions"] if s["service"] == sid and s["transport"] == "kcp"]
+                return kcp if kcp and all(s["state"] == "up" for s in kcp) else None
+
+            wait_until(kcp_sessions_up, what="every worker's KCP session of the service up")
+            assert "kcp" in cluster.stats("b")["listening"]  # the target serves KCP while a KCP service comes to it
     finally:
         cluster.t.s1.unroute("10.0.0.0/8")
 
@@ -336,29 +347,6 @@ def test_a_service_created_through_its_target_with_an_explicit_source_peer(clust
     answer = wait_until(lambda: cluster.reaches(S2) and cluster.connect(S2), what="s2 through the service")
     assert answer["server"] == "s2" and answer["peer"] == "192.168.200.1"
     assert f"arctic {sid} route 1" in cluster.sh("a", "nft", "list", "ruleset")
-
-
-def test_a_kcp_service_with_its_own_interface_in_transparent_mode_carries_connections(cluster):
-    """KCP is only the transport between the peers: interface, Transparent Mode and routes work as with TCP."""
-    sid = cluster.create_service(transport_type="kcp", requires_interface=True, fully_transparent=True,
-                                 desired_ipv4_cidr=f"{SERVICE_IP}/24")
-    cluster.add_routes(sid, {"source_cidr": "10.0.0.0/8", "dest_cidr": "192.168.100.0/24", "priority": 100})
-    cluster.t.s1.route("10.0.0.0/8", via=AGENT_B_NET100)  # the server routes client prefixes back via agent-b
-    try:
-        answer = wait_until(lambda: cluster.reaches(S1) and cluster.connect(S1, payload=os.urandom(300_000)),
-                            what="a transparent connection over KCP")
-        assert answer["intact"] and answer["peer"] == CLIENT
-        shown = cluster.api("GET", f"/v1/services/{sid}", on="b")
-        assert "macvlan" in cluster.sh("b", "ip", "-d", "link", "show", "dev", shown["interface_name"])
-
-        def kcp_sessions_up() -> list[dict] | None:  # each worker reports every second: wait for all of them
-            kcp = [s for s in cluster.stats("a")["sessions"] if s["service"] == sid and s["transport"] == "kcp"]
-            return kcp if kcp and all(s["state"] == "up" for s in kcp) else None
-
-        wait_until(kcp_sessions_up, what="every worker's KCP session of the service up")
-        assert "kcp" in cluster.stats("b")["listening"]  # the target serves KCP while a KCP service comes to it
-    finally:
-        cluster.t.s1.unroute("10.0.0.0/8")
 
 
 # --- deleting leaves nothing --------------------------------------------------------------------------------

@@ -36,6 +36,8 @@ class Side:
     upstreams: list[socket.socket] = field(default_factory=list)  # server side: the far end of each stream
     buffers: int = 0  # kernel buffer size of the next upstream pairs (0: the kernel's default)
     accepted: asyncio.Queue = field(default_factory=asyncio.Queue)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # set by every stream_finished
+    session_ended: asyncio.Event = field(default_factory=asyncio.Event)  # set by every session_closed
 
     # StreamHooks
     def local_connected(self, stream: Stream) -> None:
@@ -44,6 +46,7 @@ class Side:
 
     def stream_finished(self, stream: Stream, reset: str | None) -> None:
         self.finished.append((stream, reset))
+        self.ended.set()
 
     def stream_refused(self, stream: Stream, reason: str, detail: str) -> None:
         self.refused.append((reason, detail))
@@ -54,6 +57,7 @@ class Side:
     # SessionOwner
     def session_closed(self, session: Session, reason: str) -> None:
         self.closed.append(reason)
+        self.session_ended.set()
 
     def stream_requested(self, session: Session, sid: int, opening: frames.Open) -> None:
         stream = Stream(self)
@@ -161,9 +165,7 @@ def test_bytes_cross_intact_both_ways_and_each_half_close_arrives_after_the_last
         _, received = await asyncio.gather(send_and_close(upstream, down), read_to_eof(client))
         assert received == down  # the other direction still flowed after the first FIN
         for side in (cside, sside):
-            async with asyncio.timeout(5):
-                while not side.finished:
-                    await asyncio.sleep(0.01)
+            await asyncio.wait_for(side.ended.wait(), 5)
             assert side.finished[0][1] is None  # a clean end, not a reset
         assert not client_session.streams
 
@@ -272,9 +274,7 @@ def test_a_peer_that_falls_silent_loses_its_session_after_three_keepalives():
         cside, client_session, _sside, server_session = await pair(keepalive=0.05)
         server_session.transport.pause_reading()  # the server hears nothing ...
         server_session._timer.cancel()  # ... and says nothing, like a dead host
-        async with asyncio.timeout(5):
-            while not cside.closed:
-                await asyncio.sleep(0.01)
+        await asyncio.wait_for(cside.session_ended.wait(), 5)
         assert "no answer" in cside.closed[0]
 
     run(main())
@@ -287,9 +287,7 @@ def test_a_control_frame_with_a_wrong_mac_ends_the_session_and_its_streams():
         await asyncio.wait_for(sside.accepted.get(), 5)
         bogus = frames.header(frames.FIN, stream.sid, 16) + bytes(16)  # FIN with a MAC nobody computed
         client_session.transport.write(bogus)
-        async with asyncio.timeout(5):
-            while not sside.closed:
-                await asyncio.sleep(0.01)
+        await asyncio.wait_for(sside.session_ended.wait(), 5)
         assert sside.closed == ["bad_mac"]
 
     run(main())
@@ -316,9 +314,7 @@ def test_a_local_socket_reset_while_its_stream_waits_for_credit_drops_what_was_n
             async with asyncio.timeout(5):
                 while await loop.sock_recv(upstream, 1 << 16):
                     pass
-        async with asyncio.timeout(5):
-            while not cside.finished:
-                await asyncio.sleep(0.01)
+        await asyncio.wait_for(cside.ended.wait(), 5)
         assert cside.finished[0][1] == "local socket reset"
         assert stream.up - relayed_before <= WINDOW
 

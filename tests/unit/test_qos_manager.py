@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import shlex
-from collections.abc import Iterator
 
 import pytest
 from arctic.netconf import qos_kernel
@@ -100,18 +98,8 @@ class FakeKernel:
 
 
 @pytest.fixture
-def qos_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    """qosmgr records, even if something configured the ``arctic`` logger not to propagate."""
-    logger = logging.getLogger("arctic.qosmgr")
-    attach = not logging.getLogger("arctic").propagate
-    if attach:
-        logger.addHandler(caplog.handler)
-    old = logger.level
-    logger.setLevel(logging.INFO)
-    yield caplog
-    if attach:
-        logger.removeHandler(caplog.handler)
-    logger.setLevel(old)
+def qos_log(subsystem_log) -> pytest.LogCaptureFixture:
+    return subsystem_log("qosmgr")
 
 
 @pytest.fixture
