@@ -90,7 +90,7 @@ def pool_for(limit: int, *, worker: int = 0, workers: int = 2) -> tuple[SessionP
     dialer = FakeDialer()
     pool = SessionPool(transports={"tcp": dialer}, stats=Stats(), log=Log(), worker_index=worker,
                        worker_count=workers)
-    pool.update(config(limit), ("tcp",))
+    pool.update(config(limit))
     return pool, dialer
 
 
@@ -176,7 +176,7 @@ def test_a_removed_service_stops_dialing_and_closes_its_idle_sessions():
         dialer.finish_all()
         await settle()
         session = pool.group(SVC).sessions[0]
-        pool.update(parse_config({"local_peer_id": A, "identity_key_file": "/nonexistent"}), ("tcp",))
+        pool.update(parse_config({"local_peer_id": A, "identity_key_file": "/nonexistent"}))
         assert session.closed and pool.group(SVC) is None
         await settle()
         assert not dialer.pending

@@ -24,7 +24,6 @@ from arctic.ids import parse_id
 
 ENCRYPTIONS = ("tls", "none")
 TRANSPORTS = ("tcp", "kcp")  # what a service may declare (the documented model)
-CARRIED_TRANSPORTS = ("tcp", "kcp")  # what this data plane carries
 KCP_FEC_MODES = ("auto", "on", "off")
 
 

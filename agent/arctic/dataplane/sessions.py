@@ -303,12 +303,12 @@ class SessionPool:
         slots = [s for s in range(SLOTS) if s % count == self.worker_index % count]
         return slots or [self.worker_index % SLOTS]
 
-    def update(self, cfg: DataplaneConfig, carried: tuple[str, ...]) -> None:
+    def update(self, cfg: DataplaneConfig) -> None:
         """Match the groups to ``cfg``: new services get a session dialed now; removed ones retire."""
         self.local_peer_id = cfg.local_peer_id
         wanted: dict[str, tuple[PeerConfig, ServiceConfig]] = {}
         for service in cfg.services:
-            if service.source_peer_id != cfg.local_peer_id or service.transport_type not in carried:
+            if service.source_peer_id != cfg.local_peer_id:
                 continue
             peer = cfg.peers.get(service.target_peer_id)
             if peer is None or peer.peer_id == cfg.local_peer_id:

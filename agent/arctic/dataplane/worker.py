@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from arctic.logs import SubsystemLogger
 
 from . import netsock
-from .config import CARRIED_TRANSPORTS, ConfigError, DataplaneConfig, parse_config
+from .config import ConfigError, DataplaneConfig, parse_config
 from .keys import IdentityKeyError, load_identity_key, raw_public_key
 from .lanes import Lanes
 from .logthrottle import ThrottledLog
@@ -160,7 +160,7 @@ class Worker:
         except OSError as err:
             self.send({"type": "failed", "code": 1, "error": str(err)})
             return 1
-        self.pool.update(self.snapshot.cfg, CARRIED_TRANSPORTS)
+        self.pool.update(self.snapshot.cfg)
         for signum in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(signum, self._signalled)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads come from the master, with a validated config
@@ -225,15 +225,15 @@ class Worker:
                 snap = build_snapshot(config_text, self.config_path.parent, generation)
                 settings = TcpSettings.build(snap.cfg, snap.key)
                 kcp_settings = kcp.KcpSettings.build(snap.cfg, snap.key)
-                self.kcp.update(snap.cfg, kcp_settings)  # before listening: a new KCP listener serves with it
                 opened = await self._open_listeners(snap)
             except (ConfigError, IdentityKeyError, OSError, ssl.SSLError, ValueError) as err:
                 self.send({"type": "reloaded", "generation": generation, "error": str(err)})
                 return
             self.snapshot = snap
             self.transport.update(snap.cfg, settings)
+            self.kcp.update(snap.cfg, kcp_settings)  # listeners read their transport's settings: old ones included
             self._swap_listeners(opened, self._wanted(snap.cfg))
-            self.pool.update(snap.cfg, CARRIED_TRANSPORTS)
+            self.pool.update(snap.cfg)
             self.target.update()
             self.send({"type": "reloaded", "generation": generation, "error": None, "listening": self.listening()})
 

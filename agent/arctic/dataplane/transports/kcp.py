@@ -41,6 +41,7 @@ from siokcp import KCPConnection
 
 from .. import handshake, netsock
 from ..config import DataplaneConfig, PeerConfig
+from ..fec import HEADER_SIZE as SHARD_HEADER_SIZE
 from ..fec import FecDecoder, FecEncoder
 from ..handshake import ClientHandshake, HandshakeError, Hello, ServerHandshake
 from ..sealing import OVERHEAD, Opener, Sealer
@@ -74,7 +75,7 @@ class Tuning:
     @property
     def mtu(self) -> int:
         """KCP's packet size: the datagram minus sealing and the FEC shard header."""
-        return DATAGRAM_SIZE - OVERHEAD - 8
+        return DATAGRAM_SIZE - OVERHEAD - SHARD_HEADER_SIZE
 
 
 @dataclass(frozen=True)
@@ -476,17 +477,24 @@ class _Pending:
     index: int
     addr: Any
     expires: float
+    client_index: int
     link: KcpLink | None = None
 
 
 class _Listener(asyncio.DatagramProtocol):
     """The worker's UDP socket on the KCP port: handshakes, and datagrams of sessions not yet on their socket."""
 
-    def __init__(self, owner: KcpTransport, settings: KcpSettings) -> None:
-        self.owner, self.settings = owner, settings
+    def __init__(self, owner: KcpTransport) -> None:
+        self.owner = owner
         self.transport: asyncio.DatagramTransport | None = None
         self.pending: dict[int, _Pending] = {}  # our session index -> half-done handshake
         self.by_hello: dict[tuple, int] = {}  # (address, client index) -> our index (a repeated HELLO)
+
+    @property
+    def settings(self) -> KcpSettings:
+        """The transport's current settings: a reload reaches a listener that stays open."""
+        assert self.owner.settings is not None
+        return self.owner.settings
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -516,12 +524,17 @@ class _Listener(asyncio.DatagramProtocol):
         if self.transport is not None:
             self.transport.sendto(datagram, addr)
 
+    def _forget(self, index: int) -> _Pending | None:
+        pending = self.pending.pop(index, None)
+        if pending is not None:
+            self.by_hello.pop((pending.addr, pending.client_index), None)
+        return pending
+
     def _expire(self) -> None:
         now = time.monotonic()
         for index in [i for i, p in self.pending.items() if p.expires < now]:
-            pending = self.pending.pop(index)
-            self.by_hello = {k: v for k, v in self.by_hello.items() if v != index}
-            if pending.link is None:
+            pending = self._forget(index)
+            if pending is not None and pending.link is None:
                 self.owner.accepting.link_failed("setup_timeout", "the KCP handshake was not completed",
                                                  netsock.fmt(pending.addr))
 
@@ -557,7 +570,8 @@ class _Listener(asyncio.DatagramProtocol):
             self._send(_hs_datagram(REJECT, 0, client_index, err.reason.encode()[:32]), addr)
             return
         datagram = _hs_datagram(ACCEPT, index, client_index, accept)
-        self.pending[index] = _Pending(hs, datagram, index, addr, time.monotonic() + self.settings.handshake_timeout)
+        self.pending[index] = _Pending(hs, datagram, index, addr, time.monotonic() + self.settings.handshake_timeout,
+                                       client_index)
         self.by_hello[(addr, client_index)] = index
         self._send(datagram, addr)
 
@@ -578,7 +592,7 @@ class _Listener(asyncio.DatagramProtocol):
                 raise HandshakeError("truncated CONFIRM", "malformed")
             keys = pending.hs.on_confirm(*message[:2])
         except HandshakeError as err:
-            self.pending.pop(index, None)
+            self._forget(index)
             self.owner.accepting.link_failed("tunnel_auth_failed", str(err), netsock.fmt(addr))
             return
         hello = pending.hs.hello
@@ -593,7 +607,7 @@ class _Listener(asyncio.DatagramProtocol):
             sock = _udp_socket(netsock.family_of(pending.addr[0]), bind=(local[0], local[1]),
                                connect=pending.addr[:2])
         except OSError as err:
-            self.pending.pop(pending.index, None)
+            self._forget(pending.index)
             self.owner.accepting.link_failed("tunnel_failed", f"no UDP socket for the session: {err}",
                                              netsock.fmt(pending.addr))
             return
@@ -646,24 +660,26 @@ class KcpTransport:
         """Serve the KCP port on ``sock`` (a bound UDP socket) until the returned transport is closed."""
         assert self.settings is not None
         self.loop = asyncio.get_running_loop()
-        transport, _ = await self.loop.create_datagram_endpoint(lambda: _Listener(self, self.settings), sock=sock)
+        transport, _ = await self.loop.create_datagram_endpoint(lambda: _Listener(self), sock=sock)
         return transport
 
     def new_link(self, *, conv: int, keys: handshake.SessionKeys, client: bool, peer_index: int, local_index: int,
-                 transport: asyncio.DatagramTransport, sock: socket.socket, rate_bps: int = 0) -> KcpLink:
+                 transport: asyncio.DatagramTransport, sock: socket.socket) -> KcpLink:
         settings = self.settings
         assert settings is not None
         send_key, recv_key = ((keys.client_to_server, keys.server_to_client) if client
                               else (keys.server_to_client, keys.client_to_server))
 
         def closed() -> None:
+            for reason, count in link.opener.dropped.items():  # the totals never go down
+                self.drops[reason] = self.drops.get(reason, 0) + count
             self.links.pop(local_index, None)
             with contextlib.suppress(Exception):
                 transport.close()
 
         link = KcpLink(conv=conv, sealer=Sealer(send_key, peer_index), opener=Opener(recv_key),
                        send=transport.sendto, sock=sock, tuning=settings.tuning, fec=settings.fec,
-                       rate_bps=rate_bps or settings.rate_mbit * 1_000_000, on_closed=closed, log=self.log)
+                       rate_bps=settings.rate_mbit * 1_000_000, on_closed=closed, log=self.log)
         self.links[local_index] = link
         return link
 
