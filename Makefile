@@ -5,7 +5,7 @@ SHELL        := /bin/bash
 PYTHON       ?= python3
 VENV         := .venv
 PY           := $(VENV)/bin/python
-APT_PACKAGES := nftables iproute2 iperf3 haproxy kcptun dnsmasq-base jq sqlite3 openssh-server netplan.io procps psmisc
+APT_PACKAGES := nftables iproute2 iperf3 haproxy kcptun dnsmasq-base jq sqlite3 openssh-server netplan.io procps psmisc prometheus
 PYTEST_ARGS  ?=
 
 .PHONY: help deps apt venv lint test test-fast demo bench clean

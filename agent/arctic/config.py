@@ -38,6 +38,9 @@ class DataplaneSettings:
     workers: int = 0  # worker processes (event loops); 0 = one per CPU
 
 
+METRICS_AUTH = ("loopback", "token", "off")
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     data_dir: Path = Path("/var/lib/arctic")
@@ -54,6 +57,9 @@ class AgentConfig:
     sync_interval: float = 5.0
     apply_kernel: bool = True
     dataplane: DataplaneSettings = field(default_factory=DataplaneSettings)
+    # GET /metrics: loopback = open to 127.0.0.1/::1, a bearer token from elsewhere; token = always a bearer
+    # token; off = open to anyone who reaches the API port
+    metrics_auth: str = "loopback"
     source_path: Path | None = None
 
     @property
@@ -75,7 +81,7 @@ class AgentConfig:
 
 _TOP = {
     "data_dir", "listen", "advertise_address", "recovery_token_file", "log_format", "log_level", "license",
-    "tunnel", "lan_interface", "reconcile_interval", "sync_interval", "apply_kernel", "dataplane",
+    "tunnel", "lan_interface", "reconcile_interval", "sync_interval", "apply_kernel", "dataplane", "metrics",
 }
 _DATAPLANE = {"enabled", "keep_on_stop", "drain_seconds", "workers"}
 
@@ -112,6 +118,10 @@ def parse_config(raw: dict | None, *, env: dict | None = None, source: Path | No
         keys = [keys]
     tunnel = _tunnel_settings(raw.get("tunnel") or {})
     dataplane = _dataplane_settings(raw.get("dataplane"))
+    metrics = raw.get("metrics") or {}
+    if not isinstance(metrics, dict) or set(metrics) - {"auth"} or metrics.get("auth", "loopback") not in METRICS_AUTH:
+        raise ConfigError(f"metrics: only 'auth' is accepted, one of {', '.join(METRICS_AUTH)} "
+                          "(loopback: open on 127.0.0.1 and ::1, a bearer token from elsewhere)")
     return AgentConfig(
         data_dir=Path(raw.get("data_dir", "/var/lib/arctic")),
         listen_host=host,
@@ -127,6 +137,7 @@ def parse_config(raw: dict | None, *, env: dict | None = None, source: Path | No
         sync_interval=float(raw.get("sync_interval", 5.0)),
         apply_kernel=bool(raw.get("apply_kernel", True)),
         dataplane=dataplane,
+        metrics_auth=metrics.get("auth", "loopback"),
         source_path=source,
     )
 

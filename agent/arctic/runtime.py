@@ -148,15 +148,19 @@ class Agent:
     def add_readiness(self, provider: Callable[[], dict[str, str]]) -> None:
         self._readiness.append(provider)
 
-    def peer_sessions(self) -> dict[str, dict]:
-        """Per peer, the data plane's sessions with it (state, RTT, streams, reconnects); {} without a data plane
-        or when its stats are stale (a hung data plane must not look healthy)."""
+    def fresh_dataplane_stats(self) -> dict:
+        """The data plane's counters (``arctic.dataplane.stats``); {} without a data plane or when they are stale
+        (a hung data plane must not look healthy)."""
         if self.dataplane_stats is None:
             return {}
         stats = self.dataplane_stats()
         if time.time() - float(stats.get("updated_at") or 0) > SESSION_STATS_FRESH:
             return {}
-        return stats.get("peers") or {}
+        return stats
+
+    def peer_sessions(self) -> dict[str, dict]:
+        """Per peer, the data plane's sessions with it (state, RTT, streams, reconnects); {} when no fresh stats."""
+        return self.fresh_dataplane_stats().get("peers") or {}
 
     def peer_status(self, local_hash: str) -> list[dict]:
         """Per-peer liveness as this agent sees it (local observations, not replicated)."""

@@ -83,6 +83,21 @@ def test_token_endpoint_accepts_json_too(api):
     assert resp.status_code == 200
 
 
+def test_token_endpoint_accepts_http_basic_client_authentication(api):
+    """RFC 6749 2.3.1, as Prometheus's ``oauth2`` scrape setting and most OAuth2 libraries send it."""
+    from base64 import b64encode
+    from urllib.parse import quote_plus
+
+    pair = f"{quote_plus(api.creds['client_id'])}:{quote_plus(api.creds['client_secret'])}"
+    basic = {"Authorization": "Basic " + b64encode(pair.encode()).decode()}
+    resp = api.client.post("/v1/oauth/token", data={"grant_type": "client_credentials"}, headers=basic)
+    assert resp.status_code == 200 and resp.get_json()["token_type"] == "Bearer"
+    wrong = b64encode(f"{api.creds['client_id']}:sec_no".encode()).decode()
+    resp = api.client.post("/v1/oauth/token", data={"grant_type": "client_credentials"},
+                           headers={"Authorization": f"Basic {wrong}"})
+    assert resp.status_code == 401
+
+
 @pytest.mark.parametrize("data, status", [
     ({"grant_type": "password", "client_id": "x", "client_secret": "y"}, 400),
     ({"grant_type": "client_credentials"}, 400),

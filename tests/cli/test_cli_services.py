@@ -103,6 +103,48 @@ def test_get_prints_the_documented_block_with_routes(api: FakeAgent, run_cli) ->
     assert lines[-2:] == ["ID  PRIORITY  SOURCE CIDR  DEST CIDR", "6   100       10.0.0.0/8   192.168.100.0/24"]
 
 
+def key_values(text: str) -> dict[str, str]:
+    """A key-value block as a dict (the column width follows the longest key shown)."""
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in text.splitlines()) if value}
+
+
+TRAFFIC = {"observed_by": LOCAL_PEER, "counting_since": "2026-12-01T08:00:00Z", "connections_total": 120,
+           "connections_open": 3, "bytes_sent": 1_572_864, "bytes_received": 5_000_000_000,
+           "throughput_sent_bps": 12_500_000, "throughput_received_bps": 800,
+           "refused": {"no_route": 3, "target_refused": 1}, "refused_total": 4,
+           "last_connection_at": "2026-12-06T10:00:00Z"}
+
+
+def test_get_shows_the_live_traffic_counters_of_the_source_peer(api: FakeAgent, run_cli) -> None:
+    api.on("GET", f"/v1/services/{SVC}", service(traffic=TRAFFIC))
+    rows = key_values(run_cli("services", "get", SVC).out)
+    assert rows["Connections"] == "3 open, 120 total"
+    assert rows["Sent"] == "1.5 MiB (now 12.5 Mbit/s)"
+    assert rows["Received"] == "4.7 GiB (now 800 bit/s)"
+    assert rows["Refused"] == "4 (no_route: 3, target_refused: 1)"
+    assert rows["Last Connection"] == "2026-12-06 10:00:00 UTC"
+    assert rows["Counted By"] == "agent-1 since 2026-12-01 08:00:00 UTC"
+
+
+def test_get_says_when_the_traffic_counters_could_not_be_read(api: FakeAgent, run_cli) -> None:
+    api.on("GET", f"/v1/services/{SVC}", service(traffic=None))
+    rows = key_values(run_cli("services", "get", SVC).out)
+    assert rows["Traffic"] == "unknown (the source peer's data plane could not be asked)"
+
+
+def test_list_wide_adds_open_connections_throughput_and_the_last_connection(api: FakeAgent, run_cli) -> None:
+    api.on("GET", "/v1/services", [service(traffic=TRAFFIC), service(id="svc_2", traffic=None)])
+    res = run_cli("services", "list", "-o", "wide")
+    assert res.code == 0, res.err
+    lines = res.out.splitlines()
+    assert lines[0].split() == ["ID", "SOURCE", "TARGET", "TRANSPORT", "FLAGS", "OPEN", "SENT/S", "RECEIVED/S",
+                                "LAST", "CONNECTION"]
+    assert lines[1].split() == [SVC, "agent-1", REMOTE_PEER, "tcp", "-", "3", "12.5", "Mbit/s", "800", "bit/s",
+                                "2026-12-06", "10:00:00", "UTC"]
+    assert lines[2].split() == ["svc_2", "agent-1", REMOTE_PEER, "tcp", "-", "-", "-", "-", "-"]
+    assert "OPEN" not in run_cli("services", "list").out  # the plain table keeps the documented columns
+
+
 def test_create_sends_exactly_the_seed_fields(api: FakeAgent, run_cli) -> None:
     api.handle("POST", "/v1/services", lambda call: (201, service(**call.json)))
     res = run_cli("services", "create", "--target-peer", "01HXYZDEF789", "--transport", "tcp",

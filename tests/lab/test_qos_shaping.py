@@ -10,6 +10,7 @@ Run with ``-s`` to see the measured figures.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 import sys
@@ -32,6 +33,7 @@ A_IP, B_IP = "198.18.7.1", "198.18.7.2"
 SECONDS = 3.0
 ATTEMPTS = 3
 _ports = itertools.count(7100)
+SO_SNDBUFFORCE = 32  # linux/socket.h; the socket module does not name it
 
 
 def settled(flows: list[Flow], check: Callable[[list[float]], bool], *, seconds: float = SECONDS,
@@ -230,3 +232,29 @@ def test_a_rejected_batch_restores_the_previous_shaping(peers: Peers) -> None:
         sorted((c.minor, c.rate_bps, c.ceil_bps) for c in before)
     peers.a.call(mgr.apply, {peers.a_dev: {sid: 20}})
     assert {c.ceil_bps for c in peers.a.call(kernel.htb_classes, peers.a_dev)} == {20_000_000}
+
+
+def test_packets_a_limit_drops_are_counted_for_its_service_only(peers: Peers, managers) -> None:
+    """``QosManager.drops`` (``arctic_service_shaping_dropped_packets_total``) reads the kernel's own class counters:
+    a UDP burst far above a 1 Mbit/s limit overflows the service's queue, an unrelated service drops nothing."""
+    mgr_a, mgr_b = managers
+    limited, other = new_id("svc"), new_id("svc")
+    peers.apply({limited: 1, other: 100}, mgr_a, mgr_b)
+    assert peers.a.call(mgr_a.drops) == {limited: 0, other: 0}
+    priority = mgr_a.slot_priorities(limited)[0]
+
+    def burst() -> None:
+        """2,000 datagrams of 1,400 bytes at once (22 Mbit in well under a second); the send buffer is made large
+        enough that the socket does not wait for the queue to drain, so the queue overflows."""
+        import socket
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, priority)
+            sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 8 << 20)
+            for _ in range(2000):
+                with contextlib.suppress(OSError):  # ENOBUFS: the queue dropped this one (what the test wants)
+                    sock.sendto(b"x" * 1400, (B_IP, 9))
+
+    peers.a.call(burst)
+    drops = peers.a.call(mgr_a.drops)
+    assert drops[limited] > 0 and drops[other] == 0, drops

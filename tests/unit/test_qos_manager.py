@@ -34,6 +34,7 @@ class FakeKernel:
         self.batches: list[str] = []
         self.fail_on: str | None = None  # a batch line containing this text fails (after the lines before it)
         self.routes: dict[str, str] = {}
+        self.drops: dict[str, dict[int, int]] = {}  # packets each class dropped, by interface and class minor
 
     def root_qdiscs(self) -> dict[str, dict]:
         return dict(self.roots)
@@ -43,6 +44,9 @@ class FakeKernel:
 
     def leaf_qdiscs(self, dev: str) -> dict[int, InstalledLeaf]:
         return dict(self.leaves.get(dev, {}))
+
+    def class_drops(self, dev: str) -> dict[int, int]:
+        return {minor: self.drops.get(dev, {}).get(minor, 0) for minor in self.classes.get(dev, {})}
 
     def delete_root(self, dev: str) -> None:
         self.roots[dev] = dict(NOQUEUE)
@@ -204,6 +208,16 @@ def test_slot_priorities_are_stable_and_known_even_while_unlimited(manager: QosM
     assert manager.slot_priorities("svc_unknown") == []
     manager.apply({"eth1": {}})
     assert manager.slot_priorities("svc_a") == [], "a deleted service gives its block back"
+
+
+def test_drops_are_summed_over_each_service_s_classes_on_every_interface(kernel: FakeKernel,
+                                                                        manager: QosManager) -> None:
+    kernel.roots["eth2"] = dict(NOQUEUE)
+    manager.apply({"eth1": {"svc_a": 50, "svc_b": 10}, "eth2": {"svc_c": 5}})
+    a_slots = [p & 0xFFFF for p in manager.slot_priorities("svc_a")]
+    c_slots = [p & 0xFFFF for p in manager.slot_priorities("svc_c")]
+    kernel.drops = {"eth1": {a_slots[0]: 3, a_slots[5]: 4, 0xFFF: 99}, "eth2": {c_slots[1]: 2}}
+    assert manager.drops() == {"svc_a": 7, "svc_b": 0, "svc_c": 2}
 
 
 def test_teardown_removes_only_arctic_roots(kernel: FakeKernel, manager: QosManager) -> None:

@@ -5,11 +5,25 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
-from arctic.api import bootstrap, cluster, credentials, health, license, oauth, openapi, peers, plan, routes, services
+from arctic.api import (
+    bootstrap,
+    cluster,
+    credentials,
+    health,
+    license,
+    metrics,
+    oauth,
+    openapi,
+    peers,
+    plan,
+    routes,
+    services,
+)
 from arctic.errors import ApiError
 from arctic.logs import get_logger
 
-BLUEPRINTS = (health, bootstrap, oauth, license, cluster, peers, services, routes, credentials, plan, openapi)
+BLUEPRINTS = (health, bootstrap, oauth, license, cluster, peers, services, routes, credentials, plan, metrics,
+              openapi)
 log = get_logger("api")
 
 

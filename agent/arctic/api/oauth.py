@@ -8,6 +8,7 @@ one cluster credential work on every agent.
 from __future__ import annotations
 
 from datetime import timedelta
+from urllib.parse import unquote_plus
 
 from flask import Blueprint, request
 from marshmallow import Schema, fields
@@ -51,6 +52,9 @@ def token():
     if grant != "client_credentials":
         raise InvalidRequest("grant_type must be client_credentials")
     client_id, secret = data.get("client_id"), data.get("client_secret")
+    basic = request.authorization  # RFC 6749 2.3.1: a client may authenticate with HTTP Basic instead
+    if basic is not None and basic.type == "basic" and not client_id and not secret:
+        client_id, secret = unquote_plus(basic.username or ""), unquote_plus(basic.password or "")
     if not isinstance(client_id, str) or not isinstance(secret, str) or not client_id or not secret:
         raise InvalidRequest("client_id and client_secret are required")
     cred = repo.get_credential(runtime.db.read(), client_id)

@@ -17,7 +17,7 @@ from arctic.api.endpoint import agent, endpoint
 from arctic.api.fields import InterfaceCidr, StrictBoolean, StrictInteger, StrictString
 from arctic.api.forwarding import forward_to
 from arctic.api.lookup import find_peer, find_service, parse_bool_arg
-from arctic.api.observations import with_target_observations
+from arctic.api.observations import with_peer_observations
 from arctic.api.routes import RouteSchema
 from arctic.api.validation import json_body, load
 from arctic.auth import scopes as scope_rules
@@ -66,6 +66,21 @@ class ServiceUpdate(_ServiceFields):
     target_peer_id = StrictString(metadata={"description": "immutable: must equal the current value"})
 
 
+class TrafficSchema(Schema):
+    observed_by = fields.String(metadata={"description": "the peer whose data plane counted (the source peer)"})
+    counting_since = fields.String(metadata={"description": "when that data plane started counting"})
+    connections_total = fields.Integer()
+    connections_open = fields.Integer()
+    bytes_sent = fields.Integer(metadata={"description": "bytes from clients to the target (through the tunnel)"})
+    bytes_received = fields.Integer(metadata={"description": "bytes back from the target to clients"})
+    throughput_sent_bps = fields.Integer(metadata={"description": "bits/s sent over the last 5 seconds"})
+    throughput_received_bps = fields.Integer(metadata={"description": "bits/s received over the last 5 seconds"})
+    refused = fields.Dict(keys=fields.String(), values=fields.Integer(),
+                          metadata={"description": "connections refused, by reason"})
+    refused_total = fields.Integer()
+    last_connection_at = fields.String(allow_none=True)
+
+
 class ServiceSchema(Schema):
     id = fields.String(metadata={"example": "svc_01KBYMNEVYN9NC4M3RB3ZGN4RZ"})
     name = fields.String(allow_none=True)
@@ -83,6 +98,9 @@ class ServiceSchema(Schema):
     bandwidth_limit_mbps = fields.Integer()
     route_count = fields.Integer()
     routes = fields.List(fields.Nested(RouteSchema))
+    traffic = fields.Nested(TrafficSchema, allow_none=True,
+                            metadata={"description": "live counters of the source peer's data plane; null when it "
+                                                     "cannot be asked or runs no data plane"})
     created_at = fields.String()
     updated_at = fields.String()
 
@@ -136,14 +154,14 @@ def list_services():
                                   **filters)
     if args.get("name"):
         services = [s for s in services if s.name == args["name"]]
-    return with_target_observations([s.to_api(with_routes=False) for s in services])
+    return with_peer_observations([s.to_api(with_routes=False) for s in services])
 
 
 @bp.get("/v1/services/<service_id>")
 @endpoint("Get a service with its routes in precedence order", scope=scope_rules.SERVICES_READ,
           response=ServiceSchema, errors=(404,))
 def get_service(service_id: str):
-    return with_target_observations([find_service(service_id).to_api(with_routes=True)])[0]
+    return with_peer_observations([find_service(service_id).to_api(with_routes=True)])[0]
 
 
 @bp.post("/v1/services")
@@ -179,7 +197,7 @@ def create_service():
         repo.insert_service(tx, service_id, svc, to_rfc3339(runtime.clock()))
         created = repo.get_service(tx, service_id)
     log.info("service created", service_id=service_id, source=svc["source_peer_id"], target=svc["target_peer_id"])
-    return created.to_api(with_routes=True), 201
+    return with_peer_observations([created.to_api(with_routes=True)], ask_peers=False)[0], 201
 
 
 @bp.put("/v1/services/<service_id>")
@@ -199,7 +217,7 @@ def update_service(service_id: str):
         repo.update_service(tx, current.id, body, to_rfc3339(runtime.clock()))
         updated = repo.get_service(tx, current.id)
     log.info("service updated", service_id=current.id, fields=sorted(body))
-    return updated.to_api(with_routes=True)
+    return with_peer_observations([updated.to_api(with_routes=True)], ask_peers=False)[0]
 
 
 @bp.delete("/v1/services/<service_id>")

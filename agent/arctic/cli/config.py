@@ -19,7 +19,7 @@ import yaml
 
 from arctic.cli.errors import ConfigError
 
-OUTPUT_FORMATS = ("table", "json", "yaml")
+OUTPUT_FORMATS = ("table", "wide", "json", "yaml")  # wide: the table with more columns, where a command has them
 DEFAULT_PREFERENCES: dict[str, Any] = {
     "output_format": "table",
     "color": True,

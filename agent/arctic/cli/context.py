@@ -134,7 +134,7 @@ def common_options(func: F) -> F:
     """Accept ``-o/--output``, ``-j``, ``--url`` and ``--token`` after the subcommand as well."""
     decorators = [
         click.option("-o", "--output", type=OUTPUT_CHOICE, expose_value=False, callback=_set_output,
-                     help="Output format (table, json, yaml)."),
+                     help="Output format (table, wide, json, yaml)."),
         click.option("-j", "--json", "json_flag", is_flag=True, expose_value=False, callback=_set_json,
                      help="Shorthand for -o json."),
         click.option("--url", metavar="URL", expose_value=False, callback=_set_url,

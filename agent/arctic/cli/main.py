@@ -60,7 +60,7 @@ class AliasedGroup(click.Group):
     type=click.Path(dir_okay=False, path_type=Path),
     help="CLI config file (env ARCTIC_CONFIG; default $XDG_CONFIG_HOME or ~/.config/arctic/config.yaml).",
 )
-@click.option("-o", "--output", "output_format", type=OUTPUT_CHOICE, help="Output format: table, json or yaml.")
+@click.option("-o", "--output", "output_format", type=OUTPUT_CHOICE, help="Output format: table, wide, json or yaml.")
 @click.option("-j", "json_flag", is_flag=True, help="Shorthand for -o json.")
 @click.option(
     "--recovery-token",

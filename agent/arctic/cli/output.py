@@ -50,6 +50,26 @@ def text_or(value: Any, empty: str = "-") -> str:
     return str(value)
 
 
+def bytes_text(count: Any) -> str:
+    """``1536`` -> ``1.5 KiB``: binary units, one decimal, as ``ip -h -s link`` prints them."""
+    value = float(count or 0)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def bitrate_text(bps: Any) -> str:
+    """``12_500_000`` -> ``12.5 Mbit/s``: decimal units, as link speeds and limits are given."""
+    value = float(bps or 0)
+    for unit in ("bit/s", "kbit/s", "Mbit/s", "Gbit/s"):
+        if value < 1000 or unit == "Gbit/s":
+            return f"{int(value)} {unit}" if unit == "bit/s" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} Gbit/s"
+
+
 def render_kv(rows: Sequence[tuple[str, Any]], *, width: int | None = None) -> str:
     """``Label:  value`` lines with values aligned.
 
@@ -88,7 +108,7 @@ def dump(data: Any, fmt: str) -> str:
 
 
 class Output:
-    """Writes a command's result in the chosen format (``table`` | ``json`` | ``yaml``)."""
+    """Writes a command's result in the chosen format (``table`` | ``wide`` | ``json`` | ``yaml``)."""
 
     def __init__(self, fmt: str = "table") -> None:
         self.format = fmt
@@ -96,6 +116,11 @@ class Output:
     @property
     def machine(self) -> bool:
         return self.format in ("json", "yaml")
+
+    @property
+    def wide(self) -> bool:
+        """``-o wide``: a table with more columns (commands without any print their usual table)."""
+        return self.format == "wide"
 
     def emit(self, data: Any, table: Callable[[Any], str] | None = None) -> None:
         """Machine formats dump ``data`` verbatim; table mode prints ``table(data)``."""

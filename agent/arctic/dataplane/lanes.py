@@ -108,6 +108,12 @@ class LaneRelay:
         if all(p is None or p.finished for p in (self.up, self.down)):
             self._close(None)
 
+    def spliced(self) -> tuple[int, int]:
+        """Bytes spliced each way (up, down) that ``_close`` has not added to the stream's counts yet."""
+        if self.closed:
+            return 0, 0
+        return (self.up.counted if self.up else 0), (self.down.counted if self.down else 0)
+
     def abort(self, reason: str) -> None:
         """Reset both sockets (RST), as the session would for a reset stream."""
         if not self.closed:
@@ -143,6 +149,9 @@ class Move:
         self.lanes, self.stream = lanes, stream
         self.moved: asyncio.Future[None] = lanes.worker.loop.create_future()
         self.task: asyncio.Task | None = None
+
+    def spliced(self) -> tuple[int, int]:
+        return 0, 0  # nothing moves on the lane before the move completes
 
     def on_moved(self) -> None:
         if not self.moved.done():

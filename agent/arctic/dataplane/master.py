@@ -33,7 +33,7 @@ from arctic.logs import SubsystemLogger
 
 from .config import ConfigError, default_stats_path
 from .keys import IdentityKeyError
-from .stats import merge, write_json_atomic
+from .stats import RateMeter, merge, write_json_atomic
 from .worker import Snapshot, Worker, build_snapshot
 
 TICK = 0.2
@@ -74,6 +74,8 @@ class Master:
         self._stamp: tuple | None = None
         self._restart_at: dict[int, float] = {}
         self._restart_delay: dict[int, float] = {}
+        self.restarts = 0  # workers that died and were restarted (the stats and /metrics show it)
+        self._rates = RateMeter()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._pending: tuple[int, str] | None = None  # a reload being applied: (generation, text)
         self._pending_errors: dict[int, str] = {}
@@ -374,6 +376,7 @@ class Master:
         if time.monotonic() - handle.started > 60:
             delay = RESTART_FIRST
         self._restart_delay[handle.index] = min(delay * 2, RESTART_MAX)
+        self.restarts += 1
         self._restart_at[handle.index] = time.monotonic() + delay
         self.log.error("worker exited; restarting it", worker=handle.index, status=os.waitstatus_to_exitcode(status),
                        restart_in=delay)
@@ -424,7 +427,9 @@ class Master:
                      config_generation=self.applied_generation,
                      config_error=self.config_error, draining=self.stopping,
                      listening=first.listening if first else {},
-                     local_peer_id=snap.cfg.local_peer_id if snap else None, worker_count=self.count)
+                     local_peer_id=snap.cfg.local_peer_id if snap else None, worker_count=self.count,
+                     workers_running=sum(1 for h in handles if h.pid), worker_restarts=self.restarts)
+        self._rates.add_rates(time.monotonic(), data["services"])
         path = snap.cfg.stats_file if snap and snap.cfg.stats_file else self._stats_path
         try:
             write_json_atomic(path, data)

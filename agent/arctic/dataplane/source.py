@@ -93,7 +93,7 @@ class Source:
         cfg = self.worker.snapshot.cfg
         if cfg.bulk_lanes and session.mac is not None:  # plaintext TCP sessions only: lanes are spliced
             stream.lane_at = max(1, cfg.lane_threshold)
-        self.worker.stats.relaying("source", service.id)
+        self.worker.stats.relaying("source", service.id, stream)
         stream.pump(1 << 30)  # what the client sent meanwhile, and its FIN if it already half-closed
 
     def _refuse(self, stream: Stream, reason: str, detail: str) -> None:
@@ -118,7 +118,7 @@ class Source:
         worker = self.worker
         relayed = stream.sid != 0
         worker.stats.closed("source", to_tunnel=stream.up, from_tunnel=stream.down, service_id=stream.service_id,
-                            relayed=relayed)
+                            relayed=relayed, stream=stream)
         if stream.session is not None:
             worker.pool.stream_ended(stream.session)
         if worker.log_streams:

@@ -305,6 +305,11 @@ class Stream(asyncio.Protocol):
             self.fin_sent = True
         return queued, eof
 
+    def relayed_bytes(self) -> tuple[int, int]:
+        """Bytes relayed so far (up, down), with what a lane spliced that is not in ``up``/``down`` yet."""
+        up, down = self.lane.spliced() if self.lane is not None else (0, 0)
+        return self.up + up, self.down + down
+
     def finish_on_lane(self, reset: str | None) -> None:
         """The lane relay ended (both ways, or reset)."""
         if self.state != CLOSED:

@@ -167,7 +167,7 @@ class Target:
 
     def local_connected(self, stream: Stream) -> None:
         stream.connector = None
-        self.worker.stats.relaying("target", stream.service_id or "?")
+        self.worker.stats.relaying("target", stream.service_id or "?", stream)
         stream.upstream_ready()
 
     def stream_refused(self, stream: Stream, reason: str, detail: str) -> None:
@@ -179,7 +179,7 @@ class Target:
     def stream_finished(self, stream: Stream, reset: str | None) -> None:
         worker = self.worker
         worker.stats.closed("target", to_tunnel=stream.up, from_tunnel=stream.down, service_id=stream.service_id,
-                            relayed=stream.transport is not None)
+                            relayed=stream.transport is not None, stream=stream)
         if worker.log_streams:
             worker.log.debug("stream ended", side="target", stream=stream.sid, service=stream.service_id,
                              src=netsock.fmt(stream.src), dst=netsock.fmt(stream.dst), to_tunnel=stream.up,

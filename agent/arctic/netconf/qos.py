@@ -129,6 +129,30 @@ class QosManager:
         with self._lock:
             return {sid: self.slot_priorities(sid) for sid in sorted(self._bases)}
 
+    def drops(self) -> dict[str, int]:
+        """Packets dropped by each service's classes on every interface Arctic shapes (for ``/metrics``).
+
+        Read from the kernel when asked; a service this manager never shaped has no entry. A failing read of one
+        interface leaves its services out rather than failing the whole answer.
+        """
+        with self._lock:
+            bases = dict(self._bases)
+        owner = {minor: sid for sid, base in bases.items() for minor in (base, *slot_minors(base, self.slots))}
+        totals: dict[str, int] = {}
+        try:
+            roots = self._kernel.root_qdiscs()
+        except QosError:
+            return totals
+        for dev in sorted(dev for dev, qdisc in roots.items() if is_ours(qdisc)):
+            try:
+                by_minor = self._kernel.class_drops(dev)
+            except QosError:
+                continue
+            for minor, count in by_minor.items():
+                if minor in owner:
+                    totals[owner[minor]] = totals.get(owner[minor], 0) + count
+        return totals
+
     # --- reconciling -----------------------------------------------------------------------------------------
 
     def apply(self, desired_by_interface: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:

@@ -82,18 +82,9 @@ class TcKernel:
 
     def htb_classes(self, interface: str) -> list[HtbClass]:
         """Arctic's HTB classes on ``interface`` with exact rates (bit/s), read over netlink."""
-        from pyroute2 import IPRoute  # imported lazily: unit tests and the renderer never need netlink
-
-        with IPRoute() as ipr:
-            index = ipr.link_lookup(ifname=interface)
-            if not index:
-                raise QosError(f"interface {interface} does not exist")
-            messages = list(ipr.get_classes(index=index[0]))
         classes = []
-        for msg in messages:
+        for msg in self._arctic_classes(interface):
             handle, parent = msg["handle"], msg["parent"]
-            if msg.get_attr("TCA_KIND") != "htb" or handle >> 16 != QDISC_MAJOR:
-                continue
             opts = msg.get_attr("TCA_OPTIONS")
             parms = opts.get_attr("TCA_HTB_PARMS") if opts else None
             if parms is None:
@@ -104,6 +95,23 @@ class TcKernel:
             classes.append(HtbClass(handle & 0xFFFF, parent_minor, rate * 8, ceil * 8, 0, parms["quantum"],
                                     parms["prio"] if parent_minor is not None else None))
         return classes
+
+    def class_drops(self, interface: str) -> dict[int, int]:
+        """Packets each Arctic HTB class on ``interface`` dropped (its leaf queue was full), by class minor.
+
+        Read over netlink: ``tc -j class show`` prints no JSON for classes in the iproute2 we run on."""
+        return {cls["handle"] & 0xFFFF: cls.get_attr("TCA_STATS")["drop"] for cls in self._arctic_classes(interface)
+                if cls.get_attr("TCA_STATS") is not None}
+
+    def _arctic_classes(self, interface: str) -> list:
+        from pyroute2 import IPRoute  # imported lazily: unit tests and the renderer never need netlink
+
+        with IPRoute() as ipr:
+            index = ipr.link_lookup(ifname=interface)
+            if not index:
+                raise QosError(f"interface {interface} does not exist")
+            return [msg for msg in ipr.get_classes(index=index[0])
+                    if msg.get_attr("TCA_KIND") == "htb" and msg["handle"] >> 16 == QDISC_MAJOR]
 
     # --- writing -------------------------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from click.core import ParameterSource
 from arctic.cli.commands._shared import cidr_errors_name_the_flags, name_or_id, peer_names, route_table
 from arctic.cli.context import CliState, common_options, confirm_destructive, pass_state, yes_option
 from arctic.cli.errors import UsageProblem
-from arctic.cli.output import format_timestamp, render_kv, render_table, yes_no
+from arctic.cli.output import bitrate_text, bytes_text, format_timestamp, render_kv, render_table, yes_no
 
 LEGEND = "FLAGS: I=interface, T=transparent, Q=qos, -=none"
 TRANSPORTS = click.Choice(["tcp", "kcp"], case_sensitive=False)
@@ -64,12 +64,32 @@ def service_rows(svc: dict[str, Any], names: dict[str, str]) -> list[tuple[str, 
     ]
     routes = svc.get("routes")
     rows.append(("Routes", len(routes) if isinstance(routes, list) else svc.get("route_count", 0)))
+    if "traffic" in svc:
+        rows += traffic_rows(svc["traffic"], names)
     if svc.get("name"):
         rows.append(("Name", svc.get("name")))
     rows.append(("Created At", format_timestamp(svc.get("created_at"))))
     if svc.get("updated_at"):
         rows.append(("Updated At", format_timestamp(svc.get("updated_at"))))
     return rows
+
+
+def traffic_rows(traffic: dict[str, Any] | None, names: dict[str, str]) -> list[tuple[str, Any]]:
+    """The service's live counters, as its source peer's data plane counts them."""
+    if not traffic:
+        return [("Traffic", "unknown (the source peer's data plane could not be asked)")]
+    refused = traffic.get("refused") or {}
+    why = ", ".join(f"{reason}: {count}" for reason, count in refused.items())
+    return [
+        ("Connections", f"{traffic.get('connections_open', 0)} open, {traffic.get('connections_total', 0)} total"),
+        ("Sent", f"{bytes_text(traffic.get('bytes_sent'))} (now {bitrate_text(traffic.get('throughput_sent_bps'))})"),
+        ("Received", f"{bytes_text(traffic.get('bytes_received'))} "
+                     f"(now {bitrate_text(traffic.get('throughput_received_bps'))})"),
+        ("Refused", f"{traffic.get('refused_total', 0)}" + (f" ({why})" if why else "")),
+        ("Last Connection", format_timestamp(traffic.get("last_connection_at"))),
+        ("Counted By", f"{name_or_id(names, traffic.get('observed_by'))} since "
+                       f"{format_timestamp(traffic.get('counting_since'))}"),
+    ]
 
 
 def render_service(svc: dict[str, Any], names: dict[str, str]) -> str:
@@ -89,7 +109,8 @@ def render_service(svc: dict[str, Any], names: dict[str, str]) -> str:
 def list_services(
     state: CliState, source_peer: str | None, target_peer: str | None, requires_interface: bool
 ) -> None:
-    """List services: ID, SOURCE, TARGET (peer names), TRANSPORT, FLAGS."""
+    """List services: ID, SOURCE, TARGET (peer names), TRANSPORT, FLAGS; -o wide adds open connections, throughput
+    each way (bits/s over the last 5 s) and the last connection, as each service's source peer counts them."""
     client = state.client()
     params: dict[str, str] = {}
     if source_peer:
@@ -104,20 +125,18 @@ def list_services(
         out.emit(services)
         return
     names = peer_names(client)
-    table = render_table(
-        ["ID", "SOURCE", "TARGET", "TRANSPORT", "FLAGS"],
-        [
-            [
-                s.get("id"),
-                name_or_id(names, s.get("source_peer_id")),
-                name_or_id(names, s.get("target_peer_id")),
-                s.get("transport_type"),
-                service_flags(s),
-            ]
-            for s in services or []
-        ],
-    )
-    click.echo(f"{table}\n\n{LEGEND}")
+    headers = ["ID", "SOURCE", "TARGET", "TRANSPORT", "FLAGS"]
+    rows = [[s.get("id"), name_or_id(names, s.get("source_peer_id")), name_or_id(names, s.get("target_peer_id")),
+             s.get("transport_type"), service_flags(s)] for s in services or []]
+    if out.wide:
+        headers += ["OPEN", "SENT/S", "RECEIVED/S", "LAST CONNECTION"]
+        for row, svc in zip(rows, services or [], strict=True):
+            traffic = svc.get("traffic") or {}
+            row += [traffic.get("connections_open", "-"),
+                    bitrate_text(traffic["throughput_sent_bps"]) if traffic else "-",
+                    bitrate_text(traffic["throughput_received_bps"]) if traffic else "-",
+                    format_timestamp(traffic.get("last_connection_at"))]
+    click.echo(f"{render_table(headers, rows)}\n\n{LEGEND}")
 
 
 @command.command("get")
