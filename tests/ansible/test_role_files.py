@@ -15,10 +15,11 @@ ROLE = REPO / "collections" / "ansible_collections" / "arctic" / "fleet" / "role
 PACKAGED_UNIT = REPO / "packaging" / "systemd" / "arctic.service"
 
 
-def render_unit(venv: str, config_file: str) -> str:
+def render_unit(venv: str, config_file: str, data_dir: str = "/var/lib/arctic", config_dir: str = "/etc/arctic") -> str:
     template = (ROLE / "templates" / "arctic.service.j2").read_text()
     return jinja2.Template(template, keep_trailing_newline=True, undefined=jinja2.StrictUndefined).render(
-        arctic_agent_venv=venv, arctic_agent_config_file=config_file)
+        arctic_agent_venv=venv, arctic_agent_config_file=config_file, arctic_agent_data_dir=data_dir,
+        arctic_agent_config_dir=config_dir)
 
 
 def unit_lines(text: str) -> list[str]:

@@ -58,6 +58,7 @@ def test_metrics_parse_and_carry_the_service_counters_with_their_labels(api, pee
     assert value(text, "arctic_service_receive_bytes_total", **labels) == 9000
     assert value(text, "arctic_service_refused_total", reason="no_route", **labels) == 3
     assert value(text, "arctic_service_refused_total", reason="target_refused", **labels) == 1
+    assert value(text, "arctic_service_refused_total", reason="setup_timeout", **labels) == 0  # exported before
     assert value(text, "arctic_service_shaping_dropped_packets_total", **labels) == 0
     assert value(text, "arctic_service_last_stream_timestamp_seconds", **labels) == 1_700_000_000
 

@@ -40,6 +40,10 @@ log = get_logger("api")
 LICENSE_STATES = ("valid", "warning", "grace", "read_only", "suspended", "none")
 SERVICE_LABELS = ("service_id", "service_name", "source_peer", "target_peer", "transport", "role")
 PEER_LABELS = ("peer_id", "peer_name")
+# Refusal reasons exported at 0 before the first one happens (``increase()`` needs the zero to see the first):
+# the ones an operator acts on, per side. Other reasons appear once they occur.
+FIRST_REFUSALS = {"source": ("target_refused", "target_connect_failed", "tunnel_connect_failed", "setup_timeout"),
+                  "target": ("destination_not_routed", "connect_failed")}
 
 
 def registry_of(runtime) -> CollectorRegistry:
@@ -124,7 +128,8 @@ class AgentCollector(Collector):
             counters = counted.get(svc.id) or {}
             opened.add_metric(labels, counters.get("source", 0) + counters.get("target", 0))
             open_now.add_metric(labels, counters.get("active", 0))
-            for reason, count in sorted((counters.get("refused") or {}).items()):
+            counts = dict.fromkeys(FIRST_REFUSALS[labels[-1]], 0) | (counters.get("refused") or {})
+            for reason, count in sorted(counts.items()):
                 refused.add_metric((*labels, reason), count)
             sent.add_metric(labels, counters.get("bytes_to_tunnel", 0))
             received.add_metric(labels, counters.get("bytes_from_tunnel", 0))

@@ -19,7 +19,8 @@ Readiness
     Read from the stats file the data plane rewrites every second: the right pid, the tunnel listener open, a
     fresh timestamp and no refused config.
 
-systemd: the unit must use ``KillMode=process`` (or ``mixed``) for an agent restart to keep the data plane.
+systemd: the unit must use ``KillMode=process`` for an agent restart to keep the data plane (``mixed`` would SIGKILL it
+once the stop timeout ran out).
 """
 
 from __future__ import annotations

@@ -23,13 +23,18 @@ reconciler that sees an empty kernel, for agents with ``apply_kernel: false``.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
 
 from arctic.config import AgentConfig
 from arctic.daemon import rendering
@@ -69,6 +74,51 @@ class RunReport:
         return {"reason": self.reason, "at": round(self.started_at, 3), "seconds": round(self.seconds, 3),
                 "services": self.services, "actions": self.actions, "errors": self.errors,
                 "dataplane_config_changed": self.dataplane_config_changed}
+
+
+class ReconcileMetrics:
+    """Runs, failures and durations per section (kernel, shaping, dataplane), for ``/metrics``.
+
+    The metrics are not registered anywhere: the agent's collector (``arctic.api.metrics``) yields them with the
+    rest, from the one registry of that agent (tests run many agents in one process; a global registry would mix
+    them).
+    """
+
+    SECTIONS = ("kernel", "shaping", "dataplane")
+
+    def __init__(self) -> None:
+        self.runs = Counter("arctic_reconcile_runs", "Reconcile runs, per section", ["section"], registry=None)
+        self.failures = Counter("arctic_reconcile_failures", "Reconcile runs of a section that reported an error",
+                                ["section"], registry=None)
+        self.duration = Histogram("arctic_reconcile_duration_seconds", "How long a section of a reconcile run took",
+                                  ["section"], registry=None,
+                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.last_success = Gauge("arctic_reconcile_last_success_timestamp_seconds",
+                                  "When the last reconcile run without any error ended", registry=None)
+        for name in self.SECTIONS:  # every series exists from the start (rate() needs the zero)
+            self.runs.labels(name)
+            self.failures.labels(name)
+            self.duration.labels(name)
+
+    @contextlib.contextmanager
+    def section(self, name: str, report: RunReport) -> Iterator[None]:
+        errors_before, started = len(report.errors), time.monotonic()
+        failed = True
+        try:
+            yield
+            failed = len(report.errors) > errors_before
+        finally:
+            self.runs.labels(name).inc()
+            self.duration.labels(name).observe(time.monotonic() - started)
+            if failed:
+                self.failures.labels(name).inc()
+
+    def succeeded(self, at: float) -> None:
+        self.last_success.set(at)
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in (self.runs, self.failures, self.duration, self.last_success):
+            yield from metric.collect()
 
 
 @dataclass
@@ -199,6 +249,7 @@ class ReconcileWorker:
         self.tc = tc or TcKernel()
         self.dataplane_path = Path(self.config.data_dir) / rendering.DATAPLANE_CONFIG
         self.last: RunReport | None = None
+        self.metrics = ReconcileMetrics()
         self._qos_applied = ""
         self._shaped: dict[str, int] | None = None  # service -> Mbit/s the kernel shapes it at (logged on change)
         self._dataplane_services: dict[str, dict] = self._written_services()
@@ -209,6 +260,10 @@ class ReconcileWorker:
         self._reasons: list[str] = []
         self._run_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        # Set when the first run of the loop has ended, whatever its outcome (nothing to do before bootstrap, or
+        # raised): the daemon tells systemd it is ready only after that (arctic.daemon.main).
+        self.first_run_done = threading.Event()
+        self.failure: str | None = None  # why the last run raised; None when it did not
         runtime.db.on_commit(self._on_commit)
         runtime.on_sync(lambda reason: self.poke(f"cluster sync ({reason})"))
 
@@ -261,8 +316,12 @@ class ReconcileWorker:
                 continue
             try:
                 self.run_once(reason)
-            except Exception:  # the worker must survive anything one run throws
+                self.failure = None
+            except Exception as err:  # the worker must survive anything one run throws
+                self.failure = f"{type(err).__name__}: {err}"
                 log.exception("reconcile run failed", reason=reason)
+            finally:
+                self.first_run_done.set()
             next_periodic = time.monotonic() + self._interval
 
     # --- one run -------------------------------------------------------------------------------------------------
@@ -287,12 +346,17 @@ class ReconcileWorker:
                 return None
             report = RunReport(reason=reason, started_at=time.time(), services=len(view.services))
             started = time.monotonic()
-            statuses = self._apply_netconf(view, report)
-            priorities = self._apply_qos(view, report)
+            with self.metrics.section("kernel", report):
+                statuses = self._apply_netconf(view, report)
+            with self.metrics.section("shaping", report):
+                priorities = self._apply_qos(view, report)
             if statuses is not None:  # else the interfaces are as they were: keep their facts and bind addresses
                 self._record_interfaces(view, statuses, report)
-            self._write_dataplane_config(view, priorities, report)
+            with self.metrics.section("dataplane", report):
+                self._write_dataplane_config(view, priorities, report)
             report.seconds = time.monotonic() - started
+            if not report.errors:
+                self.metrics.succeeded(report.started_at + report.seconds)
             self.last = report
             if report.actions or report.errors:
                 log.info("reconciled", reason=reason, services=report.services, actions=report.actions,
@@ -419,7 +483,9 @@ class ReconcileWorker:
                        dataplane_before=before)
 
     def readiness(self) -> dict[str, str]:
-        last = self.last
+        last, failure = self.last, self.failure
+        if failure is not None:
+            return {"reconcile": f"error: the last run failed: {failure}"[:300]}
         if last is None:
             return {"reconcile": "waiting for the first run"}
         if last.errors:

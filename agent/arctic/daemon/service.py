@@ -28,6 +28,7 @@ class AgentService:
         self.runtime.verify_stored_licence()
         self._server = None
         self._server_thread: threading.Thread | None = None
+        self.supervisor = None  # the DataplaneSupervisor, when this agent runs a data plane
         from arctic.cluster.gossip import Gossiper  # noqa: PLC0415
 
         self.runtime.gossiper = Gossiper(self.runtime, interval=config.sync_interval)
@@ -45,6 +46,7 @@ class AgentService:
         from arctic.daemon.reconcile import ReconcileWorker  # noqa: PLC0415
 
         supervisor = DataplaneSupervisor(config) if config.dataplane.enabled else None
+        self.supervisor = supervisor
         worker = ReconcileWorker(self.runtime, supervisor)
         self.runtime.reconcile_worker = worker
         self.runtime.add_readiness(worker.readiness)
@@ -78,6 +80,38 @@ class AgentService:
     def healthy(self) -> bool:
         threads_ok = all(w.alive() for w in self._workers if hasattr(w, "alive"))
         return threads_ok and self._server_thread is not None and self._server_thread.is_alive()
+
+    # --- what systemd is told (arctic.daemon.main) -----------------------------------------------------------------
+
+    def startup_pending(self) -> str | None:
+        """What start-up still waits for, or None once the agent may call itself ready. ``start()`` has opened the
+        store and the API listens; then the first reconcile run must have ended and, when that run gave the data
+        plane a config, the data plane must report ready."""
+        worker = self.runtime.reconcile_worker
+        if worker is None:
+            return None  # apply_kernel: false: the API is all there is
+        if not worker.first_run_done.is_set():
+            return "waiting for the first reconcile"
+        if self.supervisor is None or worker.last is None:
+            return None  # no data plane, nothing to reconcile before bootstrap, or the run raised (status says so)
+        check = self.supervisor.readiness()["dataplane"]
+        return None if check == "ok" else f"waiting for the data plane ({check})"
+
+    def status_line(self) -> str:
+        """One line for ``systemctl status`` once started: ``ready: ...`` or ``degraded: <first problem>``."""
+        if not self.runtime.bootstrapped:
+            return "ready: waiting for bootstrap (POST /v1/bootstrap)"
+        checks = self.runtime.readiness_checks()
+        problems = sorted((name for name, value in checks.items() if value != "ok"),
+                          key=lambda name: not checks[name].startswith("error"))  # errors first, then "starting"
+        if problems:
+            return f"degraded: {problems[0]}: {checks[problems[0]]}"
+        worker = self.runtime.reconcile_worker
+        if worker is None:
+            return "ready: kernel not managed (apply_kernel: false)"
+        services = worker.last.services if worker.last is not None else 0
+        return f"ready: {services} services, " + ("data plane up" if self.supervisor is not None
+                                                  else "no data plane (dataplane.enabled: false)")
 
     def stop(self) -> None:
         """Stop the API first (no new writes), then the workers in reverse start order."""
