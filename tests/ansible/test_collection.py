@@ -100,6 +100,7 @@ def test_sanity_passes_with_only_the_licence_ignores(collection_tree: Path, ansi
     assert proc.returncode == 0, report(proc)
     assert 'Running sanity test "validate-modules"' in proc.stdout
     assert 'Running sanity test "pylint"' in proc.stdout
+    assert 'Running sanity test "changelog"' in proc.stdout  # antsibull-changelog lint of changelogs/
 
 
 def test_unit_tests_pass_under_ansible_test(collection_tree: Path, ansible_test_env: dict):

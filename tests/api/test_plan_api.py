@@ -40,7 +40,7 @@ def test_get_plan_shows_the_rendered_table_of_this_peers_services(api, service):
     shown = api.get("/v1/plan").get_json()
     assert shown["peer_id"] == api.local_peer_id and shown["kernel_managed"] is False
     assert f'comment "arctic {service["id"]} route 1"' in shown["nftables"]
-    assert "ip daddr 192.168.100.0/24 tproxy ip to :61080" in shown["nftables"]
+    assert "ip daddr 192.168.100.0/24 tcp flags syn / fin,syn,rst,ack tproxy ip to :61080" in shown["nftables"]
     assert [s["id"] for s in shown["dataplane"]["services"]] == [service["id"]]
 
 
@@ -52,7 +52,7 @@ def test_a_create_with_routes_is_planned_as_a_kernel_diff_and_nothing_is_written
                   {"op": "route.add", "body": {"source_cidr": "10.1.0.0/16", "priority": 200}})
     assert result["valid"] and result["errors"] == []
     diff = result["kernel_diff"][api.local_peer_id]
-    assert "+\t\tmeta l4proto tcp ip saddr 10.1.0.0/16 tproxy ip to :61080" in diff
+    assert "+\t\tip saddr 10.1.0.0/16 tcp flags syn / fin,syn,rst,ack tproxy ip to :61080" in diff
     assert "+shape svc_" in diff and "50 Mbit/s" in diff  # shaping is part of the plan
     assert state(api) == before
     assert [s["id"] for s in api.get("/v1/services").get_json()] == [service["id"]]
@@ -62,8 +62,8 @@ def test_route_update_and_delete_are_planned_against_the_existing_service(api, s
     sid = service["id"]
     moved = plan(api, {"op": "route.update", "service_id": sid, "route_id": 1,
                        "body": {"dest_cidr": "192.168.200.0/24"}})["kernel_diff"][api.local_peer_id]
-    assert "-\t\tmeta l4proto tcp ip daddr 192.168.100.0/24" in moved
-    assert "+\t\tmeta l4proto tcp ip daddr 192.168.200.0/24" in moved
+    assert "-\t\tip daddr 192.168.100.0/24" in moved
+    assert "+\t\tip daddr 192.168.200.0/24" in moved
     deleted = plan(api, {"op": "service.delete", "service_id": sid})["kernel_diff"][api.local_peer_id]
     assert "-table inet arctic {" in deleted
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import queue
+import time
 
 import pytest
 from arctic.daemon.reconcile import ReconcileWorker
@@ -152,3 +153,43 @@ def test_a_restarted_agent_logs_what_it_enforces_not_a_change(worker, tproxymgr)
     before = len(tproxymgr())
     restarted.run_once("after a restart")
     assert tproxymgr()[before:] == [("service shaped", {"service_id": SVC, "bandwidth_limit_mbps": 20})]
+
+
+class FakeSupervisor:
+    def config_written(self, changed: bool) -> None:
+        """The data plane would reload here."""
+
+
+class KeepingReconciler(FakeReconciler):
+    """Records whether each run asked to keep the interception state for live connections."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept: list[bool] = []
+
+    def apply(self, desired) -> Plan:
+        self.kept.append(desired.proxied_connections)
+        return super().apply(desired)
+
+
+def test_interception_stays_while_connections_may_be_live_and_goes_once_they_ended(api, peer_b):
+    """A deleted last route must not cut the connections it diverted: the run that removes it keeps the socket rule
+    (the counters may not show the newest connection yet), later runs keep it while the data plane counts open
+    connections, and the next run after they ended removes it, soon (not after the 30 s drift interval)."""
+    stats = {"updated_at": time.time(), "active_connections": 0}
+    api.runtime.dataplane_stats = lambda: dict(stats, updated_at=time.time())
+    sid = api.post("/v1/services", json={"target_peer_id": peer_b}).get_json()["id"]  # agent-a is the source
+    route = api.post(f"/v1/services/{sid}/routes", json={"routes": [{"dest_cidr": "192.168.200.0/24",
+                                                                     "priority": 100}]}).get_json()["route_ids"][0]
+    reconciler = KeepingReconciler()
+    worker = ReconcileWorker(api.runtime, supervisor=FakeSupervisor(), reconciler=reconciler, qos=FakeQos(), tc=None)
+    worker.run_once("route exists")  # diverts: nothing to keep beyond the route itself
+    api.delete(f"/v1/services/{sid}/routes/{route}")
+    worker.run_once("route deleted")  # the kernel diverted until now: keep
+    stats["active_connections"] = 1
+    worker.run_once("recheck")  # the counters show a live connection: keep
+    assert worker._kept_for_live
+    stats["active_connections"] = 0
+    worker.run_once("recheck")  # ended: the table may go
+    assert reconciler.kept == [False, True, True, False]
+    assert not worker._kept_for_live

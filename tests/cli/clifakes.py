@@ -81,6 +81,34 @@ class FakeAgent:
         return [c for c in self.calls if c.path != "/v1/oauth/token" and (method is None or c.method == method)]
 
 
+def answers_in_turn(*answers: tuple[int, Any]) -> Handler:
+    """A handler giving each (status, body) in turn, then the last one again: an agent whose view changes."""
+    given = iter(answers)
+    last = answers[-1]
+
+    def handler(_call: Call) -> tuple[int, Any]:
+        nonlocal last
+        last = next(given, last)
+        return last
+
+    return handler
+
+
+@dataclass
+class FakeClock:
+    """Monotonic time that moves only when the code under test sleeps: polling loops run instantly."""
+
+    now: float = 1000.0
+    sleeps: list[float] = field(default_factory=list)
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
 def write_cli_config(path: Path, *, endpoints: list[str] | None = None, **prefs: Any) -> Path:
     """A config as ``arctic bootstrap`` would leave it: one cluster, local + remote peer."""
     doc = {

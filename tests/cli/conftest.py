@@ -15,8 +15,18 @@ from typing import Any
 import pytest
 from arctic.cli import client as client_module
 from arctic.cli import context as context_module
+from arctic.cli import interface_wait
 from arctic.cli.main import run
-from clifakes import FakeAgent, Result, write_cli_config
+from clifakes import FakeAgent, FakeClock, Result, write_cli_config
+
+
+@pytest.fixture(autouse=True)
+def wait_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """No in-process CLI test waits on a real clock: ``services create`` polls on this one instead."""
+    clock = FakeClock()
+    monkeypatch.setattr(interface_wait, "CLOCK", clock.monotonic)
+    monkeypatch.setattr(interface_wait, "SLEEP", clock.sleep)
+    return clock
 
 
 @pytest.fixture

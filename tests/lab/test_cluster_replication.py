@@ -137,7 +137,10 @@ def test_cli_peers_get_update_and_cluster_status_and_sync(cl: ClusterLab, trio):
     cl.cli(a3, "peers", "update", a2.peer_id, "--name", "agent-2b")  # a2's record: forwarded, signed by a2
     cl.wait_converged(trio)
     assert {cl.ok(m, "GET", f"/v1/peers/{a2.peer_id}")["name"] for m in trio} == {"agent-2b"}
-    assert cl.cli(a1, "cluster", "sync").stdout == "Cluster sync triggered\n"
+    synced = cl.cli(a1, "cluster", "sync").stdout.splitlines()  # every peer answers; exit 0 (nothing failed)
+    names = [line.split(": ")[0] for line in synced]
+    assert names[0] == "agent-1" and sorted(names[1:]) == ["agent-2b", "agent-3"], synced  # the agent asked first
+    assert all("not reconciled: kernel not managed by this agent (apply_kernel: false)" in x for x in synced)
     status = cl.cli(a1, "cluster", "status").stdout
     rows = [line.split() for line in status.splitlines() if line.startswith("peer_")]
     assert sorted(r[0] for r in rows) == sorted(m.peer_id for m in trio)

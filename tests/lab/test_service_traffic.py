@@ -12,16 +12,20 @@ checked to be back to a clean kernel, so tests stay independent.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from harness import Host, Lab, http, root_namespace_untouched, transit
@@ -35,6 +39,7 @@ CLIENT, CLIENT_B = "10.0.0.2", "10.1.0.50"
 S1, S2 = "192.168.100.2", "192.168.200.2"
 AGENT_B_NET100 = "192.168.100.1"
 SERVICE_IP = "192.168.100.10"
+ARCTIC = str(Path(sys.executable).parent / "arctic")
 
 
 # --- the servers --------------------------------------------------------------------------------------------
@@ -188,7 +193,7 @@ def test_a_service_carries_connections_only_once_a_destination_route_exists(clus
     assert not cluster.reaches(S2)  # 192.168.200.0/24 has no route
 
     listing = cluster.sh("a", "nft", "list", "ruleset")
-    assert "ip daddr 192.168.100.0/24 tproxy ip to :61080" in listing
+    assert "ip daddr 192.168.100.0/24 tcp flags syn / fin,syn,rst,ack tproxy ip to :61080" in listing
     assert comments(listing) == [f"arctic {sid} route 1"]
     assert "fwmark 0x1a0000/0xff0000 lookup 61080" in cluster.sh("a", "ip", "rule")
     assert [s["id"] for s in cluster.dataplane_config("b")["services"]] == [sid]  # the target admits it
@@ -252,8 +257,8 @@ def test_route_update_and_delete_apply_live(cluster):
     dry = cluster.api("POST", "/v1/plan", json={"changes": [
         {"op": "route.update", "service_id": sid, "route_id": rid, "body": {"dest_cidr": "192.168.200.0/24"}}]})
     diff = dry["kernel_diff"][cluster.peer_id("a")]
-    assert dry["valid"] and "+\t\tmeta l4proto tcp ip daddr 192.168.200.0/24" in diff
-    assert "-\t\tmeta l4proto tcp ip daddr 192.168.100.0/24" in diff
+    assert dry["valid"] and "+\t\tip daddr 192.168.200.0/24" in diff
+    assert "-\t\tip daddr 192.168.100.0/24" in diff
     assert "192.168.200.0/24" not in cluster.sh("a", "nft", "list", "ruleset")  # a dry run changes nothing
 
     cluster.api("PUT", f"/v1/services/{sid}/routes/{rid}", json={"dest_cidr": "192.168.200.0/24"})
@@ -287,14 +292,24 @@ def test_requires_interface_re_originates_from_the_desired_address(cluster):
     assert {k: on_source[k] for k in interface} == {k: listed[k] for k in interface} == {k: shown[k] for k in interface}
 
 
-def test_requires_interface_without_a_desired_address_takes_one_by_dhcp_and_connections_leave_from_it(cluster):
+@contextlib.contextmanager
+def dhcp_server(cluster: Cluster) -> Iterator[Path]:
+    """dnsmasq on s1, the DHCP server of agent-b's service LAN (192.168.100.50-60); yields its lease file."""
     leases = cluster.lab.run_dir / "dnsmasq-service.leases"
-    with (cluster.lab.run_dir / "dnsmasq-service.log").open("wb") as log:  # the LAN's DHCP server, on s1
+    with (cluster.lab.run_dir / "dnsmasq-service.log").open("wb") as log:
         dnsmasq = cluster.t.s1.popen(
             "dnsmasq", "--no-daemon", "--port=0", "--interface=eth-net100", "--bind-interfaces",
             "--dhcp-range=192.168.100.50,192.168.100.60,255.255.255.0,2m", f"--dhcp-leasefile={leases}",
             "--pid-file", "--user=root", "--group=root", "--dhcp-authoritative", stdout=log, stderr=subprocess.STDOUT)
     try:
+        yield leases
+    finally:
+        dnsmasq.terminate()
+        dnsmasq.wait(10)
+
+
+def test_requires_interface_without_a_desired_address_takes_one_by_dhcp_and_connections_leave_from_it(cluster):
+    with dhcp_server(cluster) as leases:
         sid = cluster.create_service(requires_interface=True)
         cluster.add_routes(sid, {"dest_cidr": "192.168.100.0/24", "priority": 100})
         shown = wait_until(lambda: (s := cluster.api("GET", f"/v1/services/{sid}", on="b"))["interface_ipv4_cidr"]
@@ -308,9 +323,60 @@ def test_requires_interface_without_a_desired_address_takes_one_by_dhcp_and_conn
         assert "macvlan mode bridge" in link and shown["interface_mac"] in link
         assert "dynamic" in cluster.sh("b", "ip", "addr", "show", "dev", shown["interface_name"])
         assert address in leases.read_text() and shown["interface_mac"].lower() in leases.read_text().lower()
-    finally:
-        dnsmasq.terminate()
-        dnsmasq.wait(10)
+
+
+# --- what `arctic services create --requires-interface` prints (the real CLI, from ctl) ----------------------
+
+def arctic_cli(cluster: Cluster, *args: str, on: str = "a") -> subprocess.CompletedProcess:
+    """The real ``arctic`` in the ctl namespace (the operator's workstation), talking to agent-``on``."""
+    env = [f"ARCTIC_URL={cluster.agents[on].url}", f"ARCTIC_TOKEN={cluster.token(on)}",
+           f"ARCTIC_CONFIG={cluster.lab.run_dir / 'cli' / 'config.yaml'}"]
+    proc = cluster.t.ctl.run("env", *env, ARCTIC, *args, check=False, timeout=90)
+    assert proc.returncode == 0, f"arctic {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def created_interface(proc: subprocess.CompletedProcess, address: str) -> tuple[str, str]:
+    """(name, MAC) from create's last line: ``Interface <name> on agent-b: MAC <mac>, IPv4 <address>``."""
+    match = re.fullmatch(rf"Interface (arc\S+) on agent-b: MAC (\S+), IPv4 {re.escape(address)}",
+                         proc.stdout.splitlines()[-1])
+    assert match, proc.stdout
+    return match[1], match[2]
+
+
+def test_cli_create_waits_for_agent_b_to_create_the_interface_and_prints_its_mac_and_address(cluster):
+    proc = arctic_cli(cluster, "services", "create", "--target-peer", cluster.peer_id("b"), "--requires-interface",
+                      "--desired-ipv4", f"{SERVICE_IP}/24")
+    name, mac = created_interface(proc, f"{SERVICE_IP}/24")
+    assert "Still waiting" not in proc.stderr and re.search(r"^Interface State:\s+up$", proc.stdout, re.M)
+    link = cluster.sh("b", "ip", "-d", "link", "show", "dev", name)  # what agent-b's kernel has
+    assert "macvlan mode bridge" in link and f"link/ether {mac.lower()} " in link
+    assert f"inet {SERVICE_IP}/24" in cluster.sh("b", "ip", "addr", "show", "dev", name)
+
+
+def test_cli_create_without_an_address_waits_for_the_dhcp_lease_and_prints_the_leased_address(cluster):
+    with dhcp_server(cluster) as leases:
+        proc = arctic_cli(cluster, "services", "create", "--target-peer", cluster.peer_id("b"),
+                          "--requires-interface")
+        address = re.search(r"IPv4 (192\.168\.100\.\d+)/24$", proc.stdout.splitlines()[-1])
+        assert address and 50 <= int(address[1].rsplit(".", 1)[1]) <= 60, proc.stdout
+        name, mac = created_interface(proc, f"{address[1]}/24")
+        assert address[1] in leases.read_text() and mac.lower() in leases.read_text().lower()
+        assert f"inet {address[1]}/24" in cluster.sh("b", "ip", "addr", "show", "dev", name)
+
+
+def test_without_a_dhcp_server_the_cli_shows_that_the_interface_waits_for_a_lease_and_why(cluster):
+    proc = arctic_cli(cluster, "services", "create", "--target-peer", cluster.peer_id("b"), "--requires-interface",
+                      "--no-wait", "-j")
+    sid = json.loads(proc.stdout)["id"]
+    svc = wait_until(lambda: (s := cluster.api("GET", f"/v1/services/{sid}"))["interface_state"] == "waiting_for_lease"
+                     and s, what="agent-b to create the interface and start its DHCP client")
+    shown = arctic_cli(cluster, "services", "get", sid).stdout  # through agent-a: agent-b's words
+    assert re.search(r"^Interface State:\s+waiting_for_lease$", shown, re.M)
+    detail = re.search(r"^Interface Detail:\s+(.*)$", shown, re.M)[1]
+    assert detail == (f"the DHCP client on {svc['interface_name']} has no lease yet: no DHCP server on the network"
+                      " of eth-net100 has answered so far")
+    assert re.search(rf"^Interface MAC:\s+{re.escape(svc['interface_mac'])}$", shown, re.M)
 
 
 @pytest.mark.parametrize("transport", ["tcp", "kcp"])
@@ -481,3 +547,41 @@ def test_cluster_status_shows_the_data_plane_sessions_with_each_peer(cluster):
     assert session["sessions_up"] >= 1 and session["streams_total"] >= 1 and session["reconnects"] == 0, session
     local = next(r for r in cluster.api("GET", "/v1/cluster/status")["peers"] if r["is_local"])
     assert local["session"] is None  # no session with oneself
+
+
+# --- what an operator sees: shadowed routes, the tproxymgr lines ------------------------------------------------
+
+def test_a_route_shadowed_by_another_service_s_route_says_so_and_only_the_winner_carries(cluster):
+    first = cluster.create_service(name="first")
+    second = cluster.create_service(name="second")
+    [winner] = cluster.add_routes(first, {"dest_cidr": "192.168.100.0/24", "priority": 100})
+    [loser] = cluster.add_routes(second, {"dest_cidr": "192.168.100.0/24", "priority": 100})
+    listed = cluster.api("GET", f"/v1/services/{second}/routes")
+    assert [(r["id"], r["state"], r["shadowed_by"]) for r in listed] == [
+        (loser, "shadowed", {"service_id": first, "route_id": winner})]
+    assert [r["state"] for r in cluster.api("GET", f"/v1/services/{first}/routes")] == ["active"]
+    wait_until(lambda: cluster.reaches(S1), what="the winning route to carry")
+    assert cluster.carried_by(first) >= 1 and cluster.carried_by(second) == 0
+
+
+def test_the_seed_s_grep_tproxymgr_finds_the_data_plane_and_shaping_changes_of_a_service(cluster):
+    """The seed's steps for "Bandwidth Not Being Enforced" and for config updates after a delete:
+    ``journalctl -u arctic | grep tproxymgr``. The lab agents write the same lines to their log file."""
+
+    def lines(name: str, sid: str) -> list[dict]:
+        found = [json.loads(line) for line in cluster.agents[name].log_text().splitlines() if "tproxymgr" in line]
+        return [line for line in found if line.get("service_id") == sid]
+
+    def logged(sid: str, msg: str, **fields: object) -> None:
+        for name in ("a", "b"):  # both peers: each shapes what it sends and tells its own data plane
+            wait_until(lambda name=name: any(line["msg"] == msg and fields.items() <= line.items()
+                                             for line in lines(name, sid)),
+                       what=f"agent-{name}'s tproxymgr line {msg!r} {fields}")
+
+    sid = cluster.create_service(bandwidth_limit_mbps=50)
+    cluster.add_routes(sid, {"dest_cidr": "192.168.100.0/24", "priority": 100})
+    logged(sid, "data-plane config updated", change="added")
+    cluster.api("PUT", f"/v1/services/{sid}", json={"bandwidth_limit_mbps": 20})
+    logged(sid, "service shaping changed", bandwidth_limit_mbps=20, previous_mbps=50)
+    cluster.api("DELETE", f"/v1/services/{sid}")
+    logged(sid, "data-plane config updated", change="removed")

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 A = "svc_01HAAAAAAAAAAAAAAAAAAAAAAA"
 B = "svc_01HBBBBBBBBBBBBBBBBBBBBBBB"
 MARK = "meta mark set meta mark & 0xff00ffff | 0x001a0000"
+SYN = "tcp flags syn / fin,syn,rst,ack"  # only a connection's first packet is diverted; its socket takes the rest
 
 
 def service(sid: str, *routes: RouteSpec, source: str = "peer_a", target: str = "peer_b",
@@ -46,11 +47,11 @@ def test_seed_precedence_example_across_two_services_renders_in_the_documented_o
         f"\t\ttcp flags != syn / fin,syn,rst,ack socket transparent 1 {MARK} accept comment"
         ' "arctic: packets of proxied connections and Transparent Mode replies"\n'
         '\t\tfib daddr type local accept comment "arctic: traffic for this host is never intercepted"\n'
-        f"\t\tmeta l4proto tcp ip saddr 10.1.0.0/16 ip daddr 192.168.100.0/24 tproxy ip to :61080 {MARK} accept"
+        f"\t\tip saddr 10.1.0.0/16 ip daddr 192.168.100.0/24 {SYN} tproxy ip to :61080 {MARK} accept"
         f' comment "arctic {A} route 2"\n'
-        f"\t\tmeta l4proto tcp ip saddr 10.0.0.0/8 ip daddr 192.168.100.0/24 tproxy ip to :61080 {MARK} accept"
+        f"\t\tip saddr 10.0.0.0/8 ip daddr 192.168.100.0/24 {SYN} tproxy ip to :61080 {MARK} accept"
         f' comment "arctic {B} route 1"\n'
-        f"\t\tmeta l4proto tcp ip saddr 10.0.0.0/8 ip daddr 192.168.0.0/16 tproxy ip to :61080 {MARK} accept"
+        f"\t\tip saddr 10.0.0.0/8 ip daddr 192.168.0.0/16 {SYN} tproxy ip to :61080 {MARK} accept"
         f' comment "arctic {A} route 1"\n'
         "\t}\n"
         "}\n"
@@ -61,9 +62,9 @@ def test_ipv6_routes_match_with_ip6_and_divert_with_tproxy_ip6():
     svc = service(A, route(A, 1, "fd00:10::/64", "fd00:200::/48"), route(A, 2, None, "2001:db8::/32"))
     lines = intercept_lines(render_table(build_ruleset(DesiredState("peer_a", (svc,)))))
     assert lines == [
-        f'meta l4proto tcp ip6 saddr fd00:10::/64 ip6 daddr fd00:200::/48 tproxy ip6 to :61080 {MARK} accept'
+        f'ip6 saddr fd00:10::/64 ip6 daddr fd00:200::/48 {SYN} tproxy ip6 to :61080 {MARK} accept'
         f' comment "arctic {A} route 1"',
-        f'meta l4proto tcp ip6 daddr 2001:db8::/32 tproxy ip6 to :61080 {MARK} accept comment "arctic {A} route 2"',
+        f'ip6 daddr 2001:db8::/32 {SYN} tproxy ip6 to :61080 {MARK} accept comment "arctic {A} route 2"',
     ]
 
 
@@ -71,10 +72,10 @@ def test_source_only_and_destination_only_routes_match_one_address_and_follow_th
     svc = service(A, route(A, 1, None, "192.168.100.0/24", 500), route(A, 2, "10.0.0.0/8", None, 1),
                   route(A, 3, "10.9.9.9/32", "192.168.200.7/32"))
     lines = intercept_lines(render_table(build_ruleset(DesiredState("peer_a", (svc,), tproxy_port=7000))))
-    assert [ln.split(" tproxy")[0] for ln in lines] == [
-        "meta l4proto tcp ip saddr 10.9.9.9 ip daddr 192.168.200.7",  # both CIDRs: first; host prefixes as nft prints
-        "meta l4proto tcp ip saddr 10.0.0.0/8",  # source-only before destination-only, whatever the priority
-        "meta l4proto tcp ip daddr 192.168.100.0/24",
+    assert [ln.split(f" {SYN} tproxy")[0] for ln in lines] == [
+        "ip saddr 10.9.9.9 ip daddr 192.168.200.7",  # both CIDRs: first; host prefixes as nft prints
+        "ip saddr 10.0.0.0/8",  # source-only before destination-only, whatever the priority
+        "ip daddr 192.168.100.0/24",
     ]
     assert all("tproxy ip to :7000 " in ln for ln in lines)
 
@@ -92,10 +93,10 @@ def test_runs_of_one_shape_become_a_set_rule_at_the_runs_position():
     svc_b = service(B, route(B, 1, None, "192.168.3.0/24", seq=9), route(B, 2, None, "172.31.0.0/16", seq=10))
     rs = build_ruleset(DesiredState("peer_a", (svc_a, svc_b)))
     text = render_table(rs)
-    assert [ln.split(" tproxy")[0] for ln in intercept_lines(text)] == [
-        "meta l4proto tcp ip saddr 10.0.0.0/8 ip daddr 172.31.0.0/16",
-        "meta l4proto tcp ip daddr @v4_dst24",  # three /24 destinations of two services, one lookup
-        "meta l4proto tcp ip daddr 172.31.0.0/16",
+    assert [ln.split(f" {SYN} tproxy")[0] for ln in intercept_lines(text)] == [
+        "ip saddr 10.0.0.0/8 ip daddr 172.31.0.0/16",
+        "ip daddr @v4_dst24",  # three /24 destinations of two services, one lookup
+        "ip daddr 172.31.0.0/16",
     ]
     assert "\tset v4_dst24 {\n\t\ttype ipv4_addr\n\t\tflags interval\n" in text
     assert (f'elements = {{ 192.168.1.0/24 comment "arctic {A} route 1",\n'
@@ -108,7 +109,7 @@ def test_source_and_destination_runs_use_a_concatenated_set():
     svc = service(A, route(A, 1, "10.1.0.0/16", "192.168.1.0/24"), route(A, 2, "10.2.0.0/16", "192.168.1.0/24"))
     text = render_table(build_ruleset(DesiredState("peer_a", (svc,))))
     assert "type ipv4_addr . ipv4_addr" in text
-    assert "meta l4proto tcp ip saddr . ip daddr @v4_src16_dst24 tproxy ip to :61080" in text
+    assert f"ip saddr . ip daddr @v4_src16_dst24 {SYN} tproxy ip to :61080" in text
     assert f'10.1.0.0/16 . 192.168.1.0/24 comment "arctic {A} route 1"' in text
 
 

@@ -11,6 +11,7 @@ from flask import Blueprint, request
 from marshmallow import Schema, fields
 
 from arctic import __version__
+from arctic.api.cluster_sync import sync_cluster
 from arctic.api.endpoint import agent, endpoint
 from arctic.auth import scopes as scope_rules
 from arctic.cluster import gossip, handshake, limits, messages
@@ -20,7 +21,6 @@ from arctic.store import repository as repo
 
 bp = Blueprint("cluster", __name__)
 log = get_logger("cluster")
-SYNC_WAIT_SECONDS = 5.0
 
 
 class IdentitySchema(Schema):
@@ -32,8 +32,28 @@ class IdentitySchema(Schema):
     version = fields.String()
 
 
+class PeerSyncSchema(Schema):
+    peer_id = fields.String()
+    name = fields.String(allow_none=True)
+    address = fields.String(allow_none=True)
+    is_local = fields.Boolean(metadata={"description": "the agent that answered"})
+    reachable = fields.Boolean(metadata={"description": "false: the peer could not be asked (see error)"})
+    reconciled = fields.Boolean(metadata={"description": "a reconcile run ended on that peer for this request"})
+    replicated = fields.Boolean(metadata={"description": "that peer's replication round ended in time"})
+    actions = fields.List(fields.String(), metadata={"description": "what the run changed (empty: no change)"})
+    errors = fields.List(fields.String(), metadata={"description": "what the run could not do"})
+    seconds = fields.Float(allow_none=True, metadata={"description": "how long the run took"})
+    error = fields.String(allow_none=True, metadata={
+        "description": "why the peer could not be asked or its run did not end (unreachable, timeout, refused)"})
+    note = fields.String(allow_none=True, metadata={"description": "why nothing ran although nothing failed"})
+
+
 class SyncSchema(Schema):
     triggered = fields.Boolean()
+    scope = fields.String(metadata={"description": "cluster: every member peer was asked; local: only this agent "
+                                                   "(a recovery-token caller, or a request forwarded by a peer)"})
+    note = fields.String(allow_none=True, metadata={"description": "why the scope is local"})
+    peers = fields.List(fields.Nested(PeerSyncSchema), metadata={"description": "this agent first, then the others"})
 
 
 class StatusSchema(Schema):
@@ -61,14 +81,11 @@ def identity():
 
 
 @bp.post("/v1/cluster/sync")
-@endpoint("Force a sync round now: replication and kernel reconcile", scope=scope_rules.ADMIN,
+@endpoint("Sync the cluster now: a replication round, then a reconcile on every member peer, each reporting what "
+          "it changed (answers once every peer answered or its timeout passed)", scope=scope_rules.ADMIN,
           response=SyncSchema)
 def sync():
-    runtime = agent()
-    runtime.trigger_sync("api")
-    if runtime.gossiper is not None:
-        runtime.gossiper.request_round(wait=SYNC_WAIT_SECONDS)  # answer once the round ran (bounded wait)
-    return {"triggered": True}
+    return sync_cluster()
 
 
 @bp.get("/v1/cluster/status")

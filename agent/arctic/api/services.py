@@ -17,8 +17,9 @@ from arctic.api.endpoint import agent, endpoint
 from arctic.api.fields import InterfaceCidr, StrictBoolean, StrictInteger, StrictString
 from arctic.api.forwarding import forward_to
 from arctic.api.lookup import find_peer, find_service, parse_bool_arg
-from arctic.api.observations import with_peer_observations
+from arctic.api.observations import INTERFACE_STATES, with_peer_observations
 from arctic.api.routes import RouteSchema
+from arctic.api.rules import check_desired_addresses_free
 from arctic.api.validation import json_body, load
 from arctic.auth import scopes as scope_rules
 from arctic.cluster import limits
@@ -94,6 +95,11 @@ class ServiceSchema(Schema):
     interface_mac = fields.String(allow_none=True)
     interface_ipv4_cidr = fields.String(allow_none=True)
     interface_ipv6_cidr = fields.String(allow_none=True)
+    interface_state = fields.String(allow_none=True, metadata={
+        "enum": [*INTERFACE_STATES, None], "description": "where creating the interface stands, as the target peer "
+        "reports it (null without an interface); arctic.api.observations"})
+    interface_detail = fields.String(allow_none=True, metadata={
+        "description": "what the interface waits for (e.g. a DHCP lease) or why it failed"})
     fully_transparent = fields.Boolean()
     bandwidth_limit_mbps = fields.Integer()
     route_count = fields.Integer()
@@ -183,6 +189,7 @@ def create_service():
         check_service_rules(svc)
         if svc["name"] and repo.find_service_by_name(conn, svc["name"]):
             raise AlreadyExists(f"a service named {svc['name']!r} already exists")
+        check_desired_addresses_free(svc, conn=conn)
         used, limit = repo.count_services(conn), runtime.licence.max_services
         if used >= limit:
             raise limits.SERVICE.refusal(used, limit)
@@ -214,6 +221,7 @@ def update_service(service_id: str):
         body = checked_update(current, body)
         if body.get("name") and body["name"] != current.name and repo.find_service_by_name(tx, body["name"]):
             raise AlreadyExists(f"a service named {body['name']!r} already exists")
+        check_desired_addresses_free(vars(current) | body, current=current, conn=tx)
         repo.update_service(tx, current.id, body, to_rfc3339(runtime.clock()))
         updated = repo.get_service(tx, current.id)
     log.info("service updated", service_id=current.id, fields=sorted(body))

@@ -44,6 +44,12 @@ class ConnectionFailed(CliError):
     exit_code = ExitCode.CONNECTION
 
 
+class PartialFailure(CliError):
+    """The command ran, but not everywhere it should have (a peer not reached, or one that failed)."""
+
+    exit_code = ExitCode.PARTIAL
+
+
 AUTH_CODES = frozenset({"UNAUTHORIZED", "TOKEN_EXPIRED", "FORBIDDEN"})
 
 

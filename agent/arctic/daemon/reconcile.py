@@ -2,9 +2,10 @@
 
 When it runs
     After every store commit that touched services, routes, peers or metadata (local API writes and replicated
-    changes alike; debounced so a burst of commits is one run), on ``cluster sync`` (``runtime.on_sync``), at
-    start-up and every ``reconcile_interval`` seconds (drift repair). Every run recomputes everything from the
-    store: there is no event to miss, only a state to reach.
+    changes alike; debounced so a burst of commits is one run), on ``cluster sync`` (``arctic.api.cluster_sync``
+    calls ``run_once`` itself and waits for its report, undebounced), at start-up and every ``reconcile_interval``
+    seconds (drift repair). Every run recomputes everything from the store: there is no event to miss, only a
+    state to reach.
 
 What a run does, in order
     1. ``DesiredState`` for THIS peer (``rendering.load_view``) -> ``netconf.Reconciler.apply``: nft table,
@@ -56,6 +57,8 @@ tlog = get_logger("tproxymgr")  # per service, what the data plane (the seed's "
 
 WATCHED_KINDS = frozenset({"services", "routes", "peers", "meta"})
 DEBOUNCE_SECONDS = 0.15
+LIVE_RECHECK_SECONDS = 2.0  # while the nft table stays only for live connections: how often to look again
+LEASE_RECHECK_SECONDS = 1.0  # first re-check while a DHCP lease is awaited; doubles up to reconcile_interval
 
 
 @dataclass
@@ -162,9 +165,9 @@ def unified(name: str, before: str, after: str) -> str:
 
 def preview(reconciler: Reconciler, view: rendering.LocalView, config: AgentConfig, *,
             priorities: dict[str, list[int]], bind_addresses: dict[str, str | None], qos_before: str,
-            dataplane_before: dict[str, Any] | None) -> Preview:
+            dataplane_before: dict[str, Any] | None, proxied_connections: bool = False) -> Preview:
     """Render ``view`` for this peer and diff it against what is applied. Raises ``DesiredStateError``."""
-    plan = reconciler.plan(rendering.desired_state(view, config))
+    plan = reconciler.plan(rendering.desired_state(view, config, proxied_connections=proxied_connections))
     qos = qos_text(rendering.qos_links(view))
     doc = rendering.dataplane_config(view, config, priorities=priorities, bind_addresses=bind_addresses)
     qos_diff = unified("qos", qos_before, qos)
@@ -254,7 +257,11 @@ class ReconcileWorker:
         self._shaped: dict[str, int] | None = None  # service -> Mbit/s the kernel shapes it at (logged on change)
         self._dataplane_services: dict[str, dict] = self._written_services()
         self._bind_addresses: dict[str, str | None] = {}
+        self.interface_status: dict[str, InterfaceStatus] = {}  # as the last run observed them (API: observations)
+        self._lease_recheck = LEASE_RECHECK_SECONDS
         self._interval = max(1.0, float(self.config.reconcile_interval))
+        self._kept_for_live = False  # the last run kept the nft table only for live connections (see _loop)
+        self._diverting = False  # the last run's kernel state diverts traffic (see _proxied_connections)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._reasons: list[str] = []
@@ -322,7 +329,9 @@ class ReconcileWorker:
                 log.exception("reconcile run failed", reason=reason)
             finally:
                 self.first_run_done.set()
-            next_periodic = time.monotonic() + self._interval
+            # a table kept only for live connections goes once they have ended: look again soon, not in 30 s
+            next_periodic = time.monotonic() + (min(self._interval, LIVE_RECHECK_SECONDS) if self._kept_for_live
+                                                else self._interval)
 
     # --- one run -------------------------------------------------------------------------------------------------
 
@@ -365,7 +374,10 @@ class ReconcileWorker:
 
     def _apply_netconf(self, view: rendering.LocalView, report: RunReport) -> list[InterfaceStatus] | None:
         """The interfaces as observed after applying; None when nothing was applied (nothing new was observed)."""
-        desired = rendering.desired_state(view, self.config)
+        live = self._proxied_connections()
+        desired = rendering.desired_state(view, self.config, proxied_connections=live)
+        diverts = bool(desired.intercepted_routes() or desired.transparent_inbound())
+        self._diverting, self._kept_for_live = diverts, live and not diverts
         try:
             plan = self.reconciler.apply(desired)
         except DesiredStateError as err:
@@ -380,6 +392,14 @@ class ReconcileWorker:
         report.actions += plan.actions
         report.errors += [f"interface of {sid}: {msg}" for sid, msg in sorted(plan.errors.items())]
         return plan.interface_status
+
+    def _proxied_connections(self) -> bool:
+        """The data plane may carry connections now (their packets need the nft socket rule and policy routing):
+        the kernel diverted until this run (the data plane's counters, rewritten every second, may not show a
+        connection accepted a moment ago), or its counters show open connections."""
+        if self.supervisor is None:
+            return False
+        return self._diverting or self.runtime.fresh_dataplane_stats().get("active_connections", 0) > 0
 
     def _apply_qos(self, view: rendering.LocalView, report: RunReport) -> dict[str, list[int]]:
         links = rendering.qos_links(view)
@@ -410,6 +430,8 @@ class ReconcileWorker:
                            report: RunReport) -> None:
         """Write observed interface facts into this peer's copy of its target services (never replicated)."""
         observed = {s.service_id: s for s in statuses}
+        self.interface_status = observed
+        self._recheck_while_leases_pend(observed)
         self._bind_addresses = {sid: rendering.bind_address(s.ipv4_cidr, s.ipv6_cidr) for sid, s in observed.items()}
         db: Database = self.runtime.db
         conn = db.read()
@@ -430,6 +452,19 @@ class ReconcileWorker:
                 tx.execute("UPDATE services SET interface_name = ?, interface_mac = ?, interface_ipv4_cidr = ?,"
                            " interface_ipv6_cidr = ? WHERE id = ?", values)
         report.actions.append(f"recorded interface observations of {len(updates)} service(s)")
+
+    def _recheck_while_leases_pend(self, observed: dict[str, InterfaceStatus]) -> None:
+        """A DHCP lease lands between runs and only the next run records it (and binds the data plane to it): while
+        one is awaited, run again after 1 s, 2 s, 4 s ... up to ``reconcile_interval``, so the leased address shows
+        within seconds (``arctic services create`` waits for it) and a LAN without a DHCP server costs few runs."""
+        if not any(s.dhcp and s.state == "up" and not s.ipv4_cidr for s in observed.values()):
+            self._lease_recheck = LEASE_RECHECK_SECONDS
+            return
+        if self._lease_recheck < self._interval:
+            timer = threading.Timer(self._lease_recheck, self.poke, args=("DHCP lease awaited",))
+            timer.daemon = True
+            timer.start()
+        self._lease_recheck = min(self._lease_recheck * 2, self._interval)
 
     def _write_dataplane_config(self, view: rendering.LocalView, priorities: dict[str, list[int]],
                                 report: RunReport) -> None:
@@ -480,7 +515,7 @@ class ReconcileWorker:
             before = None
         return preview(self.reconciler, view, self.config, priorities=priorities,
                        bind_addresses=dict(self._bind_addresses), qos_before=self._qos_applied,
-                       dataplane_before=before)
+                       dataplane_before=before, proxied_connections=self._proxied_connections())
 
     def readiness(self) -> dict[str, str]:
         last, failure = self.last, self.failure

@@ -74,10 +74,10 @@ def service_spec(service: Service) -> ServiceSpec:
                      for r in service.routes))
 
 
-def desired_state(view: LocalView, config: AgentConfig) -> DesiredState:
+def desired_state(view: LocalView, config: AgentConfig, *, proxied_connections: bool = False) -> DesiredState:
     return DesiredState(local_peer_id=view.local_peer_id, services=tuple(service_spec(s) for s in view.services),
                         tproxy_port=config.tunnel.tproxy_port, tunnel_port=config.tunnel.port,
-                        lan_interface=config.lan_interface)
+                        lan_interface=config.lan_interface, proxied_connections=proxied_connections)
 
 
 # --- QoS --------------------------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@
 across every service this peer is the source of) names the service; its session group (``sessions``) gives a
 session, and the stream's OPEN goes out at once, with any bytes the client already sent right behind it
 (the target holds them until its connection to the destination is up). Any failure resets the client at once,
-so it never waits on a dead path: no route, no session within ``connect_timeout``, or the target's REFUSE.
+so it never waits on a dead path: no session within ``connect_timeout``, or the target's REFUSE. A connection no
+route matches waits up to ``transitions.SOURCE_WAIT`` for the reload that follows a kernel change, then is refused.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from . import frames, netsock
 from .config import ServiceConfig
 from .session import Session
 from .streams import OPENING, WAITING, Stream
+from .transitions import SOURCE_WAIT
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -51,23 +53,39 @@ class Source:
         if stream.dst[1] == cfg.tproxy_port and netsock.is_local_address(stream.dst[0]):
             self._refuse(stream, "direct_connection", "connection addressed to the TPROXY port itself")
             return
-        match = cfg.route_for(stream.src[0], stream.dst[0])
-        if match is None:
+        if not self._classify(stream):  # diverted ahead of this data plane's reload: wait for it (transitions)
+            stream.state = WAITING
+            worker.transitions.wait(lambda: self._classify_again(stream), lambda: self._no_route(stream),
+                                    SOURCE_WAIT)
+
+    def _classify_again(self, stream: Stream) -> bool:
+        """After a configuration change: True once the stream is settled (classified, or gone meanwhile)."""
+        return stream.state != WAITING or self._classify(stream)
+
+    def _no_route(self, stream: Stream) -> None:
+        if stream.state == WAITING:
             self._refuse(stream, "no_route", "no route of any service matches")
-            return
+
+    def _classify(self, stream: Stream) -> bool:
+        """The winning route names the service; a session of its group carries the stream. False: no route."""
+        worker = self.worker
+        match = worker.snapshot.cfg.route_for(stream.src[0], stream.dst[0])
+        if match is None:
+            return False
         _route, service = match
         stream.service_id = service.id
         group = worker.pool.group(service.id)
         if group is None:
             self._refuse(stream, "unknown_target_peer", f"target peer {service.target_peer_id} not configured")
-            return
+            return True
         stream.state = WAITING
         session = group.pick(lambda s, reason: self._session_ready(stream, service, s, reason))
         if session is not None:
             self._open(stream, service, session)
         elif stream.state == WAITING:
-            stream.connector = worker.loop.call_later(cfg.connect_timeout + SESSION_WAIT_GRACE, self._gave_up,
-                                                      stream)  # type: ignore[assignment]
+            stream.connector = worker.loop.call_later(worker.snapshot.cfg.connect_timeout + SESSION_WAIT_GRACE,
+                                                      self._gave_up, stream)  # type: ignore[assignment]
+        return True
 
     def _session_ready(self, stream: Stream, service: ServiceConfig, session: Session | None, reason: str) -> None:
         if stream.state != WAITING:

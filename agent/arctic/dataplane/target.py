@@ -4,7 +4,9 @@ A link the transport authenticated becomes a server-side session, shaped like th
 slot gives its socket this peer's SO_PRIORITY for that service and slot, so the reverse direction is limited
 too). Each OPEN is checked (``admission``: never an open proxy), then we connect to the destination from our
 own address, the service interface's (``bind_address``), or, in Transparent Mode, the client's. OK goes back
-once connected, REFUSE with the reason otherwise; bytes that arrived meanwhile are delivered then.
+once connected, REFUSE with the reason otherwise; bytes that arrived meanwhile are delivered then. While the two
+peers' configurations disagree after a change, a stream waits for ours or is admitted by the one we just replaced
+(``transitions``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from .frames import REFUSE
 from .session import Session
 from .sessions import shape
 from .streams import CONNECTING, Stream
+from .transitions import NOT_KNOWN_YET, TARGET_WAIT
 from .transports import Established
 
 if TYPE_CHECKING:
@@ -92,12 +95,9 @@ class Target:
     def stream_requested(self, session: Session, stream_id: int, opening: frames.Open) -> None:
         worker = self.worker
         worker.stats.opened("target")
-        if worker.draining:
-            verdict: Admitted | Refused = Refused("draining", "the data plane is stopping")
-        else:
-            verdict = admit(opening, worker.snapshot.cfg, session_peer_id=session.peer_id,
-                            session_service_id=session.service_id, session_transport=session.transport_name)
-        if isinstance(verdict, Refused):
+        verdict = Refused("draining", "the data plane is stopping") if worker.draining else \
+            self._admit(session, opening)
+        if isinstance(verdict, Refused) and verdict.reason not in NOT_KNOWN_YET:
             session.send_control(REFUSE, stream_id, frames.encode_refuse(verdict.reason, verdict.detail))
             self._refused(session, opening, verdict.reason, verdict.detail)
             worker.stats.closed("target")
@@ -107,7 +107,43 @@ class Target:
             session.slot
         session.accept_stream(stream, stream_id)
         stream.bind(session, stream_id, CONNECTING)
-        stream.connector = worker.loop.create_task(self._connect(stream, verdict))
+        if isinstance(verdict, Admitted):
+            stream.connector = worker.loop.create_task(self._connect(stream, verdict))
+        else:  # the source knows of this service or route before we do: wait for our configuration (transitions)
+            worker.transitions.wait(lambda: self._admit_held(stream, opening),
+                                    lambda: self._refuse_held(stream, opening, verdict), TARGET_WAIT)
+
+    def _admit(self, session: Session, opening: frames.Open) -> Admitted | Refused:
+        """The current configuration's verdict; a refusal for something not known (any more) is asked again of the
+        configurations replaced in the last ``RETIRED_GRACE`` seconds: the source may not have stopped diverting."""
+        worker = self.worker
+        verdict = admit(opening, worker.snapshot.cfg, session_peer_id=session.peer_id,
+                        session_service_id=session.service_id, session_transport=session.transport_name)
+        if isinstance(verdict, Refused) and verdict.reason in NOT_KNOWN_YET:
+            for cfg in worker.transitions.retired():
+                earlier = admit(opening, cfg, session_peer_id=session.peer_id, session_service_id=session.service_id,
+                                session_transport=session.transport_name)
+                if isinstance(earlier, Admitted):
+                    return earlier
+        return verdict
+
+    def _admit_held(self, stream: Stream, opening: frames.Open) -> bool:
+        """After a configuration change: True once settled (connecting now, or the stream ended meanwhile)."""
+        session = stream.session
+        if stream.state != CONNECTING or session is None or stream.connector is not None:
+            return True
+        verdict = self._admit(session, opening)
+        if isinstance(verdict, Refused):
+            return False
+        stream.connector = self.worker.loop.create_task(self._connect(stream, verdict))
+        return True
+
+    def _refuse_held(self, stream: Stream, opening: frames.Open, verdict: Refused) -> None:
+        session = stream.session
+        if stream.state == CONNECTING and session is not None and stream.connector is None:
+            session.send_control(REFUSE, stream.sid, frames.encode_refuse(verdict.reason, verdict.detail))
+            self._refused(session, opening, verdict.reason, verdict.detail)
+            stream.drop(verdict.reason, local_rst=False)
 
     def _refused(self, session: Session, opening: frames.Open, reason: str, detail: str) -> None:
         self.worker.stats.refused("target", reason, opening.service_id)

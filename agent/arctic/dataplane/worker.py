@@ -41,6 +41,7 @@ from .sessions import SessionPool
 from .source import Source
 from .stats import Stats
 from .target import Target
+from .transitions import Transitions
 from .transports import kcp
 from .transports.tcp import TcpSettings, TcpTransport
 
@@ -135,6 +136,7 @@ class Worker:
                                 worker_index=index, worker_count=count)
         self._reloading = asyncio.Lock()
         self._done: asyncio.Future[int] | None = None
+        self.transitions: Transitions = None  # type: ignore[assignment]  # made with the event loop
 
     # --- running -------------------------------------------------------------------------------------------------
 
@@ -148,6 +150,7 @@ class Worker:
 
     async def _main(self, config_text: str, generation: int) -> int:
         self.loop = asyncio.get_running_loop()
+        self.transitions = Transitions(self.loop)
         self._done = self.loop.create_future()
         self.control, _ = await self.loop.connect_accepted_socket(lambda: _Control(self), self.control_sock)
         try:
@@ -229,12 +232,13 @@ class Worker:
             except (ConfigError, IdentityKeyError, OSError, ssl.SSLError, ValueError) as err:
                 self.send({"type": "reloaded", "generation": generation, "error": str(err)})
                 return
-            self.snapshot = snap
+            previous, self.snapshot = self.snapshot, snap
             self.transport.update(snap.cfg, settings)
             self.kcp.update(snap.cfg, kcp_settings)  # listeners read their transport's settings: old ones included
             self._swap_listeners(opened, self._wanted(snap.cfg))
             self.pool.update(snap.cfg)
             self.target.update()
+            self.transitions.changed(previous.cfg)  # connections waiting for this configuration try again
             self.send({"type": "reloaded", "generation": generation, "error": None, "listening": self.listening()})
 
     # --- listeners -------------------------------------------------------------------------------------------------

@@ -29,4 +29,5 @@ class KernelApplier:
         self.nft = Nftables(nft_binary)
         self.policy = PolicyRouting(iproute_factory, log=warn_log or get_logger("netmgr"))
         self.sysctls = Sysctls(sysctl_root)
-        self.interfaces = InterfaceManager(DhcpSupervisor(run_dir), iproute_factory=iproute_factory)
+        self.interfaces = InterfaceManager(DhcpSupervisor(run_dir), iproute_factory=iproute_factory,
+                                           sysctls=self.sysctls)

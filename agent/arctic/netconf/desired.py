@@ -53,6 +53,9 @@ class DesiredState:
     tproxy_port: int = DEFAULT_TPROXY_PORT
     tunnel_port: int = DEFAULT_TUNNEL_PORT
     lan_interface: str | None = None
+    # The data plane carries connections now: the socket rule and the policy routing their packets follow stay,
+    # even once no route diverts anything (a deleted last route or service never cuts a live connection).
+    proxied_connections: bool = False
 
     # --- views used by the renderers ----------------------------------------------------------------------------
 
@@ -73,6 +76,11 @@ class DesiredState:
 
     def intercepted_routes(self) -> tuple[RouteSpec, ...]:
         return tuple(r for s in self.outbound_services() for r in s.routes)
+
+    def intercepts(self) -> bool:
+        """Anything for the nft table and policy routing: routes to divert, Transparent Mode replies to deliver
+        locally, or live connections whose packets follow their sockets."""
+        return bool(self.intercepted_routes() or self.transparent_inbound() or self.proxied_connections)
 
 
 def route_family(route: RouteSpec) -> int:

@@ -29,3 +29,16 @@ class InterfaceError(NetconfError):
     def __init__(self, message: str, *, service_id: str | None = None) -> None:
         super().__init__(message)
         self.service_id = service_id
+
+
+class AddressConflict(InterfaceError):
+    """A desired static address is already used by another host (or another interface of this one).
+
+    The address was not assigned. Unlike other interface errors the MACVLAN itself stays (up, without that
+    address): it holds nothing that can collide, and the next reconcile run probes again from it instead of
+    re-creating it. ``changes`` lists what was done before the conflict was found.
+    """
+
+    def __init__(self, message: str, *, service_id: str | None = None, changes: list[str] | None = None) -> None:
+        super().__init__(message, service_id=service_id)
+        self.changes = list(changes or [])

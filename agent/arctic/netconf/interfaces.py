@@ -8,10 +8,18 @@ macvlan with that alias are ever changed or deleted.
 Address: ``desired_ipv4_cidr`` / ``desired_ipv6_cidr`` as static addresses; without an IPv4 CIDR a DHCP client is
 run for the link (``dhcp.DhcpSupervisor``). Creation is all-or-nothing: if any step fails the new link is
 deleted again and ``InterfaceError`` says what to fix.
+
+Address conflicts: just before a static address is added (never for one the link already holds, so a steady state
+sends nothing on the LAN) it is checked: not on another interface of this host, no answer to an ARP probe (IPv4,
+``probe.ArpProbe``), the kernel's duplicate address detection passes (IPv6, switched on for our link whatever the
+host default). An address in use is not assigned (a failed IPv6 one is removed again) and ``AddressConflict`` says
+who holds it; the MACVLAN stays up without it (see ``AddressConflict``) and the conflict is remembered
+(``conflicts``) so the status and a dry run show it until a later run, which probes again, assigns it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable
@@ -21,8 +29,10 @@ from typing import Any
 from .constants import IFALIAS_PREFIX, MACVLAN_MODE
 from .desired import DesiredState
 from .dhcp import DhcpSupervisor
-from .errors import InterfaceError
+from .errors import AddressConflict, InterfaceError
 from .naming import interface_mac, interface_name
+from .probe import IFA_F_DADFAILED, ArpProbe, ProbeError, wait_for_dad
+from .sysctl import Sysctls
 
 IFA_F_PERMANENT = 0x80
 _AF = {4: socket.AF_INET, 6: socket.AF_INET6}
@@ -75,6 +85,7 @@ class ObservedAddress:
     family: int
     permanent: bool
     link_local: bool
+    dadfailed: bool = False  # IPv6 duplicate address detection failed: another host holds it, unusable here
 
 
 @dataclass(frozen=True)
@@ -88,7 +99,11 @@ class ObservedInterface:
     addresses: tuple[ObservedAddress, ...]
 
     def static(self) -> set[str]:
-        return {a.cidr for a in self.addresses if a.permanent and not a.link_local}
+        return {a.cidr for a in self.addresses if a.permanent and not a.link_local and not a.dadfailed}
+
+    def dadfailed(self) -> set[str]:
+        """Addresses the kernel found in use elsewhere: unusable, removed before they are probed again."""
+        return {a.cidr for a in self.addresses if a.dadfailed and not a.link_local}
 
     def dynamic(self) -> set[str]:
         return {a.cidr for a in self.addresses if not a.permanent and not a.link_local}
@@ -106,9 +121,15 @@ def _kind(link: Any) -> str | None:
 
 
 class InterfaceManager:
-    def __init__(self, dhcp: DhcpSupervisor, *, iproute_factory: Callable[[], Any] = _iproute) -> None:
+    def __init__(self, dhcp: DhcpSupervisor, *, iproute_factory: Callable[[], Any] = _iproute,
+                 arp: ArpProbe | None = None, sysctls: Sysctls | None = None) -> None:
         self.dhcp = dhcp
         self._iproute = iproute_factory
+        self.arp = arp or ArpProbe()
+        self.sysctls = sysctls or Sysctls()
+        # service id -> why its address was not assigned at the last attempt (kept for status and dry runs,
+        # which must not probe: that would put traffic on the LAN for a read)
+        self.conflicts: dict[str, str] = {}
 
     # --- reading ------------------------------------------------------------------------------------------------
 
@@ -127,7 +148,7 @@ class InterfaceManager:
                     ip = ipaddress.ip_interface(f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}")
                     flags = msg.get("IFA_FLAGS") or msg["flags"]
                     addrs.append(ObservedAddress(str(ip), ip.version, bool(flags & IFA_F_PERMANENT),
-                                                 ip.ip.is_link_local))
+                                                 ip.ip.is_link_local, bool(flags & IFA_F_DADFAILED)))
                 name = link.get("IFLA_IFNAME")
                 out[name] = ObservedInterface(
                     name=name, index=link["index"], service_id=alias[len(IFALIAS_PREFIX):].strip(),
@@ -205,7 +226,11 @@ class InterfaceManager:
     # --- converging ---------------------------------------------------------------------------------------------
 
     def ensure(self, spec: InterfaceSpec) -> list[str]:
-        """Make the kernel hold ``spec`` (parent must be resolved). Returns the changes made."""
+        """Make the kernel hold ``spec`` (parent must be resolved). Returns the changes made.
+
+        Raises ``AddressConflict`` (after the rest of the spec, DHCP included, was converged) when a static address
+        is in use elsewhere, ``InterfaceError`` for anything else.
+        """
         if not spec.parent:
             raise InterfaceError(f"service {spec.service_id}: no parent interface resolved", service_id=spec.service_id)
         changes: list[str] = []
@@ -214,19 +239,30 @@ class InterfaceManager:
                                      or observed.service_id != spec.service_id):
             changes += self.remove(spec.name)
             observed = None
-        if observed is None:
-            changes += self._create(spec)
-        else:
-            changes += self._fix(spec, observed)
+        made, conflicts = self._create(spec) if observed is None else self._fix(spec, observed)
+        changes += made
         if spec.dhcp4 and not self.dhcp.running(spec.name):
             self.dhcp.start(spec.name)
             changes.append(f"dhcp client started on {spec.name}")
         if not spec.dhcp4 and self.dhcp.running(spec.name):
             self.dhcp.stop(spec.name)
             changes.append(f"dhcp client stopped on {spec.name}")
+        self._settle_conflicts(spec, conflicts, changes)
         return changes
 
-    def _create(self, spec: InterfaceSpec) -> list[str]:
+    def _settle_conflicts(self, spec: InterfaceSpec, conflicts: list[str], changes: list[str]) -> None:
+        """Remember (and raise) the addresses found in use, or forget an earlier conflict now resolved."""
+        if not conflicts:
+            self.conflicts.pop(spec.service_id, None)
+            return
+        message = (f"service {spec.service_id}: address conflict on {spec.name} (parent {spec.parent!r}): "
+                   f"{'; '.join(conflicts)}. Not assigned; free the address there or give the service another one;"
+                   " it is probed again on every reconcile run")
+        self.conflicts[spec.service_id] = message
+        raise AddressConflict(message, service_id=spec.service_id, changes=changes)
+
+    def _create(self, spec: InterfaceSpec) -> tuple[list[str], list[str]]:
+        """New link, up, then its addresses (probed first, so the link must be up). Returns (changes, conflicts)."""
         with self._iproute() as ipr:
             existing = ipr.link_lookup(ifname=spec.name)
             if existing:
@@ -251,50 +287,88 @@ class InterfaceManager:
             try:
                 index = ipr.link_lookup(ifname=spec.name)[0]
                 ipr.link("set", index=index, ifalias=f"{IFALIAS_PREFIX}{spec.service_id}")
-                for cidr in spec.static_addresses():
-                    iface = ipaddress.ip_interface(cidr)
-                    try:
-                        ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
-                    except Exception as exc:
-                        raise InterfaceError(
-                            f"service {spec.service_id}: cannot add address {cidr} to {spec.name} (parent"
-                            f" {spec.parent!r}): {_reason(exc)}", service_id=spec.service_id) from exc
-                    changes.append(f"ip addr add {cidr} dev {spec.name}")
                 ipr.link("set", index=index, state="up")
                 changes.append(f"ip link set {spec.name} up")
+                added, conflicts = self._add_addresses(ipr, spec, index, spec.static_addresses())
             except BaseException as exc:
                 self._delete_link(ipr, spec.name)
                 if isinstance(exc, InterfaceError):
                     raise
                 raise InterfaceError(f"service {spec.service_id}: cannot configure MACVLAN {spec.name} on"
                                      f" {spec.parent!r}: {_reason(exc)}", service_id=spec.service_id) from exc
-        return changes
+        return changes + added, conflicts
 
-    def _fix(self, spec: InterfaceSpec, observed: ObservedInterface) -> list[str]:
+    def _fix(self, spec: InterfaceSpec, observed: ObservedInterface) -> tuple[list[str], list[str]]:
+        """Drop addresses not wanted (and failed ones), bring the link up, add what is missing (probed first)."""
         changes: list[str] = []
         wanted = set(spec.static_addresses())
         with self._iproute() as ipr:
-            for cidr in sorted(observed.static() - wanted):
-                iface = ipaddress.ip_interface(cidr)
-                ipr.addr("del", index=observed.index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+            for cidr in sorted((observed.static() - wanted) | observed.dadfailed()):
+                self._delete_address(ipr, observed.index, cidr)
                 changes.append(f"ip addr del {cidr} dev {spec.name}")
             if not spec.dhcp4:
                 for cidr in sorted(a for a in observed.dynamic() if ipaddress.ip_interface(a).version == 4):
-                    iface = ipaddress.ip_interface(cidr)
-                    ipr.addr("del", index=observed.index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+                    self._delete_address(ipr, observed.index, cidr)
                     changes.append(f"ip addr del {cidr} dev {spec.name}")
-            for cidr in sorted(wanted - observed.static()):
-                iface = ipaddress.ip_interface(cidr)
-                try:
-                    ipr.addr("add", index=observed.index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
-                except Exception as exc:
-                    raise InterfaceError(f"service {spec.service_id}: cannot add address {cidr} to {spec.name}:"
-                                         f" {_reason(exc)}", service_id=spec.service_id) from exc
-                changes.append(f"ip addr add {cidr} dev {spec.name}")
             if not observed.up:
                 ipr.link("set", index=observed.index, state="up")
                 changes.append(f"ip link set {spec.name} up")
-        return changes
+            added, conflicts = self._add_addresses(ipr, spec, observed.index, sorted(wanted - observed.static()))
+        return changes + added, conflicts
+
+    def _add_addresses(self, ipr: Any, spec: InterfaceSpec, index: int,
+                       cidrs: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Add each address nobody else uses. Returns (changes, one line per address found in use)."""
+        changes, conflicts = [], []
+        for cidr in cidrs:
+            conflict = self._add_address(ipr, spec, index, ipaddress.ip_interface(cidr))
+            if conflict is None:
+                changes.append(f"ip addr add {cidr} dev {spec.name}")
+            else:
+                conflicts.append(conflict)
+        return changes, conflicts
+
+    def _add_address(self, ipr: Any, spec: InterfaceSpec, index: int, iface: Any) -> str | None:
+        """Probe, then add ``iface``. Returns why it was not added (in use elsewhere); None once the link holds it."""
+        field = f"desired_ipv{iface.version}_cidr {iface.with_prefixlen}"
+        local = _local_holder(ipr, iface.ip, index)
+        if local is not None:
+            return f"{field} is already an address of {local} on this host"
+        if iface.version == 4:
+            holder = self._arp_holder(spec, str(iface.ip))
+            if holder is not None:
+                return f"{field} is already used on the LAN by the host with MAC {holder} (it answered an ARP probe)"
+        else:
+            self._enable_dad(spec.name)
+        try:
+            ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+        except Exception as exc:
+            raise InterfaceError(f"service {spec.service_id}: cannot add address {iface.with_prefixlen} to"
+                                 f" {spec.name} (parent {spec.parent!r}): {_reason(exc)}",
+                                 service_id=spec.service_id) from exc
+        if iface.version == 6 and wait_for_dad(lambda: _address_flags(ipr, index, iface)) == "duplicate":
+            self._delete_address(ipr, index, iface.with_prefixlen)
+            return f"{field} is already used on the LAN (IPv6 duplicate address detection failed)"
+        return None
+
+    def _arp_holder(self, spec: InterfaceSpec, address: str) -> str | None:
+        try:
+            return self.arp.holder(spec.name, spec.mac, address)
+        except ProbeError as exc:
+            raise InterfaceError(f"service {spec.service_id}: cannot check whether {address} is free on the LAN:"
+                                 f" {exc.strerror or exc}; the agent needs CAP_NET_RAW", service_id=spec.service_id,
+                                 ) from exc
+
+    def _enable_dad(self, name: str) -> None:
+        """Duplicate address detection on for our link (effective when the link's or ``all``'s value is >= 1), so
+        a host with ``default.accept_dad=0`` still finds an IPv6 conflict before the address is used."""
+        with contextlib.suppress(OSError):  # no IPv6 on this link: adding the address fails next, saying why
+            self.sysctls.write(f"net.ipv6.conf.{name}.accept_dad", "1")
+
+    @staticmethod
+    def _delete_address(ipr: Any, index: int, cidr: str) -> None:
+        iface = ipaddress.ip_interface(cidr)
+        ipr.addr("del", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
 
     def remove(self, name: str) -> list[str]:
         """Stop its DHCP client and delete the link (only if it is ours)."""
@@ -323,24 +397,32 @@ class InterfaceManager:
             ifname = pidfile.name.removesuffix(".pid.json")
             if ifname not in wanted and self.dhcp.stop(ifname):
                 changes.append(f"dhcp client stopped on {ifname}")
+        for sid in set(self.conflicts) - {s.service_id for s in specs}:
+            del self.conflicts[sid]  # service gone (or its link kept aside): nothing is being assigned
         for spec in specs:
             try:
                 changes += self.ensure(spec)
             except InterfaceError as exc:
                 errors[spec.service_id] = str(exc)
+                changes += getattr(exc, "changes", [])
         return changes, errors
 
     def status(self, spec: InterfaceSpec, error: str | None = None,
                observed: dict[str, ObservedInterface] | None = None) -> InterfaceStatus:
+        """``state`` is ``error`` when the link is missing for a reason, or when its address is in use elsewhere
+        (the link is there but cannot carry the service at its address)."""
         obs = (self.observe() if observed is None else observed).get(spec.name)
+        conflict = self.conflicts.get(spec.service_id)
+        error = error or conflict
         if obs is None:
             return InterfaceStatus(spec.service_id, spec.name, spec.parent, None, None, None,
                                    "error" if error else "missing", spec.dhcp4, False, error)
-        v4 = [a for a in obs.addresses if a.family == 4 and not a.link_local]
-        v6 = [a for a in obs.addresses if a.family == 6 and not a.link_local]
+        usable = [a for a in obs.addresses if not a.link_local and not a.dadfailed]
+        v4 = [a for a in usable if a.family == 4]
+        v6 = [a for a in usable if a.family == 6]
         return InterfaceStatus(
             spec.service_id, obs.name, obs.parent, obs.mac, v4[0].cidr if v4 else None, v6[0].cidr if v6 else None,
-            "up" if obs.up else "down", spec.dhcp4, self.dhcp.running(obs.name), error)
+            "error" if conflict else "up" if obs.up else "down", spec.dhcp4, self.dhcp.running(obs.name), error)
 
     # --- helpers ------------------------------------------------------------------------------------------------
 
@@ -352,6 +434,24 @@ class InterfaceManager:
             except Exception as exc:
                 if getattr(exc, "code", None) != 19:  # ENODEV: already gone
                     raise
+
+
+def _local_holder(ipr: Any, ip: Any, own_index: int) -> str | None:
+    """The name of another interface of this host holding ``ip``: an ARP probe cannot see it (a MACVLAN in bridge
+    mode does not talk to its parent), and two interfaces with one address confuse the host's own routing."""
+    for msg in ipr.get_addr(family=_AF[ip.version]):
+        if msg["index"] != own_index and ipaddress.ip_address(msg.get("IFA_ADDRESS")) == ip:
+            links = ipr.get_links(msg["index"])
+            return links[0].get("IFLA_IFNAME") if links else f"interface {msg['index']}"
+    return None
+
+
+def _address_flags(ipr: Any, index: int, iface: Any) -> int | None:
+    """Flags of one address of link ``index`` (``IFA_FLAGS`` carries the 32-bit set), None if it is gone."""
+    for msg in ipr.get_addr(family=_AF[iface.version], index=index):
+        if ipaddress.ip_address(msg.get("IFA_ADDRESS")) == iface.ip:
+            return msg.get("IFA_FLAGS") or msg["flags"]
+    return None
 
 
 def _reason(exc: BaseException) -> str:

@@ -67,7 +67,7 @@ class PolicySpec:
 def policy_spec(desired: DesiredState) -> PolicySpec:
     routes = desired.intercepted_routes()
     transparent = desired.transparent_inbound()
-    if not routes and not transparent:
+    if not desired.intercepts():
         return PolicySpec()
     required = {route_family(r) for r in routes}
     for svc in transparent:

@@ -5,7 +5,8 @@ dry run). ``apply(desired)`` does the same and then converges each part:
 
 1. policy routing (added before the rules that depend on it, removed after them),
 2. ``table inet arctic`` as one atomic ``nft -f`` transaction (on error the previous table stays, untouched),
-3. service interfaces (MACVLAN + static address or DHCP client),
+3. service interfaces (MACVLAN + static address or DHCP client; a static address is probed for conflicts on the
+   LAN just before it is added, and one in use elsewhere is not added but reported in ``errors``),
 4. sysctls, recorded so they can be put back,
 5. the netplan file, when configured.
 
@@ -107,6 +108,7 @@ class Reconciler:
         """
         with self._lock:
             plan = self._plan(desired).plan
+            plan.errors = self._known_conflicts(desired) | plan.errors
             if check:
                 plan.nft_error = self.applier.nft.check(plan.nft_script)
             return plan
@@ -228,6 +230,13 @@ class Reconciler:
                     changes={"nftables": nft_changed, "policy": policy_changed, "interfaces": interfaces_changed},
                     drift=drift, errors=errors)
         return _Work(plan, ruleset, pspec, specs, wanted, record)
+
+    def _known_conflicts(self, desired: DesiredState) -> dict[str, str]:
+        """Address conflicts the last apply found, for services still wanted: a dry run must not probe the LAN,
+        but it should say why an address it shows as missing is missing."""
+        known = getattr(self.applier.interfaces, "conflicts", {})
+        wanted = {s.id for s in desired.interface_services()}
+        return {sid: msg for sid, msg in known.items() if sid in wanted}
 
     def _resolve(self, specs: list[InterfaceSpec], lan_interface: str | None,
                  errors: dict[str, str]) -> list[InterfaceSpec]:

@@ -136,8 +136,10 @@ def _verdict(family: int, tproxy_port: int) -> str:
 
 
 def _single_match(e: RouteEntry) -> str:
+    """The addresses a route matches, as ``nft list`` prints them; the template adds the TCP SYN test (which makes
+    nft drop an explicit ``meta l4proto tcp`` from its listing, so none is written)."""
     kw = _FAMILY[e.family][0]
-    parts = ["meta l4proto tcp"]
+    parts = []
     if e.source is not None:
         parts.append(f"{kw} saddr {_addr(e.source)}")
     if e.dest is not None:
@@ -149,10 +151,10 @@ def _set_parts(family: int, klass: int) -> tuple[str, str]:
     """(set type, match expression without the set name) for a shape."""
     kw, addr_type, _ = _FAMILY[family]
     if klass == 0:
-        return f"{addr_type} . {addr_type}", f"meta l4proto tcp {kw} saddr . {kw} daddr"
+        return f"{addr_type} . {addr_type}", f"{kw} saddr . {kw} daddr"
     if klass == 1:
-        return addr_type, f"meta l4proto tcp {kw} saddr"
-    return addr_type, f"meta l4proto tcp {kw} daddr"
+        return addr_type, f"{kw} saddr"
+    return addr_type, f"{kw} daddr"
 
 
 def _element(e: RouteEntry) -> str:
@@ -183,7 +185,7 @@ def build_ruleset(desired: DesiredState, *, set_threshold: int = SET_THRESHOLD) 
     validate(desired)
     entries = resolve_routes(desired.intercepted_routes())
     transparent = tuple(s.id for s in desired.transparent_inbound())
-    if not entries and not transparent:
+    if not desired.intercepts():
         return NftRuleset(present=False, tproxy_port=desired.tproxy_port)
 
     # Consecutive runs of one shape and verdict, per family (see the module docstring for why this is exact).

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from arctic.cli.context import CliState, common_options, pass_state
+from arctic.cli.errors import PartialFailure
 from arctic.cli.output import format_timestamp, render_kv, render_table, text_or, yes_no
 
 
@@ -43,13 +44,50 @@ def identity(state: CliState) -> None:
 @common_options
 @pass_state
 def sync(state: CliState) -> None:
-    """Push state to every peer now and re-apply the local configuration."""
+    """Replicate now, then reconcile every member peer and show what each changed.
+
+    Every reachable peer applies the latest state at once (a leftover or missing service interface on the target
+    peer included), one line per peer. Exit code 6 when a peer could not be asked or reported an error.
+    """
     body = state.client().post("/v1/cluster/sync", json={})
     out = state.output()
-    if out.machine:
-        out.emit(body if body is not None else {"triggered": True})
-    else:
-        click.echo("Cluster sync triggered")
+    if not isinstance(body, dict) or not isinstance(body.get("peers"), list):  # an agent without per-peer reports
+        out.emit(body if body is not None else {"triggered": True}, lambda _body: "Cluster sync triggered")
+        return
+    out.emit(body, _render_sync)
+    failed = [p for p in body["peers"] if isinstance(p, dict) and _sync_failed(p)]
+    if failed:
+        raise PartialFailure(f"cluster sync incomplete on {len(failed)} of {len(body['peers'])} peers: "
+                             + ", ".join(_peer_name(p) for p in failed))
+
+
+def _peer_name(entry: dict[str, Any]) -> str:
+    return str(entry.get("name") or entry.get("peer_id") or "?")
+
+
+def _sync_failed(entry: dict[str, Any]) -> bool:
+    """Not reached, or the peer's sync or reconcile reported an error (the agent's own rule, restated)."""
+    return not entry.get("reachable") or bool(entry.get("error")) or bool(entry.get("errors"))
+
+
+def _sync_line(entry: dict[str, Any]) -> str:
+    """``agent-b: reconciled, changed: ip link add ...`` / ``agent-c: not reached (connection refused: ...)``."""
+    name = _peer_name(entry)
+    if not entry.get("reachable"):
+        return f"{name}: not reached ({entry.get('error') or 'no detail'})"
+    if not entry.get("reconciled"):
+        return f"{name}: not reconciled: {entry.get('error') or entry.get('note') or 'no detail'}"
+    actions = [str(a) for a in entry.get("actions") or []]
+    line = f"{name}: reconciled, " + (f"changed: {'; '.join(actions)}" if actions else "no change")
+    errors = [str(e) for e in entry.get("errors") or []]
+    return line + (f"; errors: {'; '.join(errors)}" if errors else "")
+
+
+def _render_sync(body: dict[str, Any]) -> str:
+    lines = [_sync_line(p) for p in body["peers"] if isinstance(p, dict)]
+    if body.get("note"):
+        lines.append(f"Note: {body['note']}")
+    return "\n".join(lines)
 
 
 HASH_SHOWN = 16  # enough to compare by eye; -j gives the full hash

@@ -7,10 +7,12 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from arctic.cli import interface_wait
+from arctic.cli.client import ApiClient
 from arctic.cli.commands._shared import cidr_errors_name_the_flags, name_or_id, peer_names, route_table
 from arctic.cli.context import CliState, common_options, confirm_destructive, pass_state, yes_option
-from arctic.cli.errors import UsageProblem
-from arctic.cli.output import bitrate_text, bytes_text, format_timestamp, render_kv, render_table, yes_no
+from arctic.cli.errors import CliError, UsageProblem
+from arctic.cli.output import Output, bitrate_text, bytes_text, format_timestamp, render_kv, render_table, yes_no
 
 LEGEND = "FLAGS: I=interface, T=transparent, Q=qos, -=none"
 TRANSPORTS = click.Choice(["tcp", "kcp"], case_sensitive=False)
@@ -58,6 +60,10 @@ def service_rows(svc: dict[str, Any], names: dict[str, str]) -> list[tuple[str, 
             rows.append(("Desired IPv6", svc.get("desired_ipv6_cidr")))
         rows.append(("Actual Interface IPv4", svc.get("interface_ipv4_cidr")))
         rows.append(("Actual Interface IPv6", svc.get("interface_ipv6_cidr")))
+        if svc.get("interface_state"):  # where creating it stands, as the target peer reports it
+            rows.append(("Interface State", svc.get("interface_state")))
+        if svc.get("interface_detail"):
+            rows.append(("Interface Detail", svc.get("interface_detail")))
     rows += [
         ("Fully Transparent", yes_no(svc.get("fully_transparent"))),
         ("Bandwidth Limit", bandwidth_text(svc.get("bandwidth_limit_mbps"))),
@@ -202,10 +208,22 @@ FIELD_OF = {
 @command.command("create")
 @click.option("--target-peer", required=True, metavar="PEER_ID", help="Exit peer (receives the traffic).")
 @_service_options(create=True)
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="With --requires-interface: wait until the target peer has created the interface and it has its "
+                   "address (static or DHCP), then show its name, MAC and addresses.")
+@click.option("--wait-timeout", type=click.FloatRange(min=0), default=interface_wait.DEFAULT_TIMEOUT,
+              show_default=True, metavar="SECONDS", help="How long --wait waits at most.")
 @common_options
 @pass_state
-def create_service(state: CliState, target_peer: str, **flags: Any) -> None:
-    """Create a service from the source peer (default: local) to --target-peer."""
+def create_service(state: CliState, target_peer: str, wait: bool, wait_timeout: float, **flags: Any) -> None:
+    """Create a service from the source peer (default: local) to --target-peer.
+
+    With --requires-interface the command then waits (--wait-timeout, 30 s) until the target peer has created the
+    service's MACVLAN and it has its address (--desired-ipv4/--desired-ipv6, or a DHCP lease), and shows its name,
+    MAC and addresses; --no-wait returns at once. Still waiting at the timeout (it says for what, and why), or an
+    interface error on the target: reported on stderr, exit status 0, since the service was created
+    ('arctic services get ID' shows where it stands). With -j/-o json stdout is only the service, as last read.
+    """
     body: dict[str, Any] = {"target_peer_id": target_peer, "transport_type": (flags["transport"] or "tcp").lower()}
     for flag, value in flags.items():
         if flag == "transport" or value is None or value is False:
@@ -215,11 +233,41 @@ def create_service(state: CliState, target_peer: str, **flags: Any) -> None:
     with cidr_errors_name_the_flags():
         svc = client.post("/v1/services", json=body)
     out = state.output()
+    if not (wait and svc.get("requires_interface")):
+        show_created(out, svc, client)
+        return
+    names = peer_names(client)
+    svc, ready, notice = wait_and_judge(client, out, svc, timeout=wait_timeout,
+                                        target=name_or_id(names, svc.get("target_peer_id")))
+    show_created(out, svc, client, names=names, ready=ready, notice=notice)
+
+
+def wait_and_judge(client: ApiClient, out: Output, svc: dict[str, Any], *, timeout: float,
+                   target: str) -> tuple[dict[str, Any], str, str | None]:
+    """Wait for the interface: the service as last read, the line saying it is ready ("" if not) and the stderr
+    notice saying why not (None if it is)."""
+    if not out.machine:
+        out.message(f"Waiting up to {timeout:g} s for {target} to create the service interface (--no-wait skips this)")
+    try:
+        svc, judged = interface_wait.wait_for_interface(client, svc, timeout=timeout, target=target)
+    except CliError as err:  # the service exists: a failed read-back must not look like a failed create
+        return svc, "", interface_wait.watch_failed_notice(svc, err)
+    ready = interface_wait.ready_line(svc, target) if judged.ready else ""
+    return svc, ready, interface_wait.outcome_notice(svc, judged, timeout=timeout, target=target)
+
+
+def show_created(out: Output, svc: dict[str, Any], client: ApiClient, *, names: dict[str, str] | None = None,
+                 ready: str = "", notice: str | None = None) -> None:
+    """The service block and the documented confirmation (or only the JSON), then what the wait found."""
     if out.machine:
         out.emit(svc)
-        return
-    click.echo(render_service(svc, peer_names(client)))
-    click.echo(f"\nService created successfully: ID={svc.get('id')}")
+    else:
+        click.echo(render_service(svc, peer_names(client) if names is None else names))
+        click.echo(f"\nService created successfully: ID={svc.get('id')}")
+        if ready:
+            click.echo(ready)
+    if notice:
+        out.message(notice)
 
 
 @command.command("update")

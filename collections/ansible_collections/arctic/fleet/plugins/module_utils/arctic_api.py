@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import typing as t
 from urllib.parse import urlencode
 
@@ -25,12 +26,16 @@ from ansible.module_utils.urls import fetch_url
 DEFAULT_AGENT_URL = "http://127.0.0.1:8080"
 DEFAULT_AGENT_PORT = 8080
 
-# Status -1 is how fetch_url reports "no HTTP answer at all" (refused, DNS, TLS, timeout).
+# No HTTP answer at all (refused, DNS, TLS, timeout; fetch_url's status -1): no status in the result.
 UNREACHABLE = "AGENT_UNREACHABLE"
 # The agent answered something that is not the documented {"error", "code"} shape.
 BAD_RESPONSE = "BAD_RESPONSE"
 # Refusals decided by the module itself before any write (bad input, ambiguity, immutability).
 MODULE_REFUSED = "INVALID_REQUEST"
+# The agent's refusal in a dry run (HTTP 200 with valid: false): no status in the result either.
+PLAN_INVALID = "PLAN_INVALID"
+# One RFC 7234 warning-value of a ``Warning`` header: ``299 arctic "text"`` (the agent's notices).
+_WARNING_VALUE = re.compile(r'\d{3} \S+ "((?:[^"\\]|\\.)*)"')
 NO_CREDENTIALS_HINT = (
     "no credentials were given: set agent_token, or client_id and client_secret "
     "(or ARCTIC_AGENT_TOKEN, ARCTIC_CLIENT_ID and ARCTIC_CLIENT_SECRET)"
@@ -59,7 +64,11 @@ def arctic_module_kwargs() -> dict:
 
 
 class ArcticApiError(Exception):
-    """A refusal, from the agent (its message and code) or from the module before any write."""
+    """A refusal, from the agent (its message and code) or from the module before any write.
+
+    ``status`` is the HTTP status of the agent's answer, and None when there was no HTTP refusal (no answer at all,
+    a dry run that the agent answered with ``valid: false``, or the module's own refusal).
+    """
 
     def __init__(self, message: str, code: str = MODULE_REFUSED, status: int | None = None):
         super().__init__(message)
@@ -68,8 +77,24 @@ class ArcticApiError(Exception):
         self.status = status
 
     def fail(self, module: t.Any, **extra: t.Any) -> t.NoReturn:
-        """Fail the task with the agent's own words: msg, code and HTTP status."""
-        module.fail_json(msg=self.message, code=self.code, status=self.status, **extra)
+        """Fail the task with the agent's own words: msg, code and, when the agent answered, its HTTP status."""
+        result = dict(msg=self.message, code=self.code)
+        if is_http_status(self.status):
+            result["status"] = self.status
+        result.update(extra)
+        module.fail_json(**result)
+
+
+def is_http_status(value: t.Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599
+
+
+def warning_texts(header: str | None) -> list:
+    """The texts of a ``Warning`` header (``299 arctic "text", 299 arctic "other"``); unparsable: the header."""
+    if not header or not header.strip():
+        return []
+    texts = [re.sub(r"\\(.)", r"\1", match.group(1)) for match in _WARNING_VALUE.finditer(header)]
+    return texts or [header.strip()]
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,6 +240,7 @@ class ArcticClient:
         self.base_url = module.params["agent_url"].rstrip("/")
         self._token = module.params.get("agent_token")
         self._peers: list | None = None
+        self._warned: set = set()
 
     # -- transport ---------------------------------------------------------------------------
 
@@ -234,9 +260,16 @@ class ArcticClient:
             raise ArcticApiError(
                 f"cannot reach the Arctic agent at {self.base_url}: {info.get('msg', 'no answer')}",
                 UNREACHABLE,
-                -1,
             )
+        self._pass_on_warnings(info.get("warning"))
         return status, to_text(body, errors="surrogate_or_strict")
+
+    def _pass_on_warnings(self, header: t.Any) -> None:
+        """The agent's ``Warning`` notices reach the playbook user (``module.warn``), each once per task."""
+        for text in warning_texts(to_text(header) if header else None):
+            if text not in self._warned:
+                self._warned.add(text)
+                self.module.warn(f"agent {self.base_url}: {text}")
 
     def _error_from(self, method: str, path: str, status: int, text: str) -> ArcticApiError:
         """Map an HTTP error answer to the agent's own message and code."""
@@ -392,15 +425,43 @@ def _plan_errors(plan: dict) -> str:
     return "; ".join(texts) or "no reason given"
 
 
-def _prepared_text(kernel_diff: dict) -> str:
-    """All peers' kernel diffs as one text, each under a header naming its peer."""
+def plan_peers(plan: dict) -> list:
+    """The plan's per-peer part (``peers``), or one built from ``kernel_diff`` for agents that only send that."""
+    peers = plan.get("peers")
+    if isinstance(peers, list) and all(isinstance(p, dict) and p.get("peer_id") for p in peers):
+        return peers
+    kernel_diff = plan.get("kernel_diff") or {}
+    return [{"peer_id": peer_id, "name": None, "valid": True, "diff": kernel_diff[peer_id], "error": None}
+            for peer_id in sorted(kernel_diff)]
+
+
+def peer_header(peer: dict) -> str:
+    """``agent-a (peer_01H...)``: how a peer is named above its part of a diff."""
+    name = peer.get("name")
+    return f"{name} ({peer['peer_id']})" if name else str(peer["peer_id"])
+
+
+def prepared_text(peers: list) -> str:
+    """Every touched peer's kernel diff as one text, each under a header naming its peer.
+
+    A peer that could not be asked, or that would refuse the change, is listed with the reason instead of a
+    diff, so a check-mode run never looks complete when part of it is missing.
+    """
     parts = []
-    for peer_id in sorted(kernel_diff):
-        text = to_text(kernel_diff[peer_id] or "")
-        if text.strip():
+    for peer in peers:
+        header = f"=== {peer_header(peer)}"
+        text = to_text(peer.get("diff") or "")
+        if peer.get("error"):
+            parts.append(f"{header}: not previewed ===\n# {to_text(peer['error'])}\n")
+        elif peer.get("valid") is False:
+            reasons = _plan_errors(peer)
+            parts.append(f"{header}: would refuse this change ===\n# {reasons}\n")
+        elif text.strip():
             if not text.endswith("\n"):
                 text += "\n"
-            parts.append(f"# peer {peer_id}\n{text}")
+            parts.append(f"{header}: kernel changes ===\n{text}")
+        else:
+            parts.append(f"{header}: no kernel change ===\n")
     return "".join(parts)
 
 
@@ -518,9 +579,10 @@ class ArcticResource:
             return {"available": False, "changes": self.changes,
                     "message": "the agent has no /v1/plan endpoint; the diff is computed client-side only"}
         if plan.get("valid") is False:
-            raise ArcticApiError(f"the agent would refuse this change: {_plan_errors(plan)}", "PLAN_INVALID", 200)
-        kernel_diff = plan.get("kernel_diff") or {}
-        prepared = _prepared_text(kernel_diff)
+            raise ArcticApiError(f"the agent would refuse this change: {_plan_errors(plan)}", PLAN_INVALID)
+        peers = plan_peers(plan)
+        prepared = prepared_text(peers)
         if prepared:
             diff["prepared"] = prepared
-        return {"available": True, "changes": self.changes, "valid": True, "kernel_diff": kernel_diff}
+        return {"available": True, "changes": self.changes, "valid": True,
+                "kernel_diff": plan.get("kernel_diff") or {}, "peers": peers}

@@ -26,7 +26,8 @@ attributes:
     support: full
     details:
       - Nothing is written; the kernel diff of the agent's dry run C(POST /v1/plan) is returned in
-        RV(diff.prepared) when the agent has that endpoint.
+        RV(diff.prepared) when the agent has that endpoint, one section per peer the change touches, each
+        under its own header.
       - If the service itself does not exist yet (an earlier task would create it), check mode warns
         and reports the route as a change instead of failing.
   diff_mode:
@@ -103,11 +104,16 @@ diff:
       type: dict
       returned: always
     prepared:
-      description: Unified diff of the kernel configuration per peer, from the agent's dry run.
+      description:
+        - The kernel diff of every peer the change touches, from the agent's dry run, each under a header line
+          that names the peer and its id; a peer that could not be asked says why.
       type: str
       returned: in check mode, when the agent supports C(/v1/plan) and something would change
 plan:
-  description: The dry run of the intended changes (see M(arctic.fleet.arctic_service)).
+  description:
+    - The dry run of the intended changes, with
+      RV(arctic.fleet.arctic_service#module:plan.kernel_diff) and RV(arctic.fleet.arctic_service#module:plan.peers)
+      as in M(arctic.fleet.arctic_service).
   returned: in check mode, when something would change
   type: dict
 """

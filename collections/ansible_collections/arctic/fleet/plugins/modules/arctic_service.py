@@ -26,7 +26,9 @@ attributes:
     support: full
     details:
       - Nothing is written. The intended changes are sent to the agent's dry-run endpoint
-        C(POST /v1/plan); its kernel diff (nftables, tc, addresses) is returned in RV(diff.prepared).
+        C(POST /v1/plan), which previews them on every peer they touch (the source peer's nftables and data
+        plane, the target peer's MACVLAN and addresses); each peer's kernel diff is shown under its own header
+        in RV(diff.prepared), and a peer that could not be asked is named there and in a warning.
       - Agents without C(/v1/plan) get a client-side diff only, and RV(plan.available=false) says so.
   diff_mode:
     support: full
@@ -189,7 +191,10 @@ diff:
       type: dict
       returned: always
     prepared:
-      description: Unified diff of the kernel configuration per peer, from the agent's dry run.
+      description:
+        - The kernel diff of every peer the change touches, from the agent's dry run, each under a header line
+          that names the peer and its id.
+        - A peer that could not be asked (or would refuse the change) has a header saying so and the reason.
       type: str
       returned: in check mode, when the agent supports C(/v1/plan) and something would change
 plan:
@@ -207,9 +212,35 @@ plan:
       elements: dict
       returned: always
     kernel_diff:
-      description: Unified diff text per peer id.
+      description: Unified diff text per peer id, for every peer that answered.
       type: dict
       returned: when RV(plan.available) is true
+    peers:
+      description: Every peer the change touches, the agent that was asked first.
+      type: list
+      elements: dict
+      returned: when RV(plan.available) is true
+      contains:
+        peer_id:
+          description: The peer's id.
+          type: str
+          returned: always
+        name:
+          description: The peer's name (null when unknown).
+          type: str
+          returned: always
+        valid:
+          description: Whether that peer would accept the change; null when it could not be asked.
+          type: bool
+          returned: always
+        diff:
+          description: That peer's unified kernel diff (null when it could not be asked).
+          type: str
+          returned: always
+        error:
+          description: Why that peer could not be asked; null when it answered.
+          type: str
+          returned: always
     message:
       description: Why only a client-side diff is shown.
       type: str

@@ -69,6 +69,7 @@ class FakeAgent:
         self.plan_answer: dict | None = None
         self.unreachable = False
         self.raw_answers: dict = {}  # (method, path) -> (status, body text) served verbatim
+        self.warning_header: str | None = None  # a ``Warning`` header sent with every answer (RFC 7234 values)
         self._next_service = 1
 
     # -- what tests inspect ---------------------------------------------------------------
@@ -121,9 +122,12 @@ class FakeAgent:
         else:
             status, payload = self._dispatch(call)
             payload_bytes = b"" if payload is None else json.dumps(payload).encode("utf-8")
+        info = {"status": status, "msg": "OK"}
+        if self.warning_header is not None:
+            info["warning"] = self.warning_header  # fetch_url lower-cases header names in ``info``
         if status >= 400:
-            return None, {"status": status, "body": payload_bytes, "msg": f"HTTP Error {status}"}
-        return FakeResponse(payload_bytes), {"status": status, "msg": "OK"}
+            return None, dict(info, body=payload_bytes, msg=f"HTTP Error {status}")
+        return FakeResponse(payload_bytes), info
 
     # -- routing ----------------------------------------------------------------------------
 
@@ -302,5 +306,8 @@ class FakeAgent:
         if self.plan_answer is not None:
             return 200, self.plan_answer
         ops = ", ".join(change["op"] for change in call.body["changes"])
-        return 200, {"valid": True, "errors": [],
-                     "kernel_diff": {PEER_A: f"--- live\n+++ planned\n+# {ops}\n"}}
+        diff = f"--- live\n+++ planned\n+# {ops}\n"
+        return 200, {"valid": True, "errors": [], "kernel_diff": {PEER_A: diff},
+                     "peers": [{"peer_id": PEER_A, "name": "gateway", "local": True, "valid": True, "errors": [],
+                                "diff": diff, "changes": {"nftables": True}, "interface_errors": {},
+                                "error": None}]}

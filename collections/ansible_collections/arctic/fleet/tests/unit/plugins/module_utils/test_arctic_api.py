@@ -17,10 +17,14 @@ from ansible_collections.arctic.fleet.plugins.module_utils.arctic_api import (
     check_network,
     find_one,
     id_matches,
+    is_http_status,
     normalise_address,
     normalise_interface,
     normalise_network,
+    plan_peers,
+    prepared_text,
     sorted_routes,
+    warning_texts,
 )
 from ansible_collections.arctic.fleet.tests.unit.plugins.compat import patch_module_args
 from ansible_collections.arctic.fleet.tests.unit.plugins.fake_agent import AGENT_URL, PEER_A, PEER_B
@@ -37,6 +41,10 @@ class StubModule:
         self.params = {"agent_url": AGENT_URL + "/", "agent_token": None, "client_id": None,
                        "client_secret": None, "validate_certs": True, "timeout": 5}
         self.params.update(params)
+        self.warnings = []
+
+    def warn(self, text):
+        self.warnings.append(text)
 
 
 # -- normalisation --------------------------------------------------------------------------
@@ -210,7 +218,7 @@ def test_no_answer_at_all_is_agent_unreachable(agent):
     agent.unreachable = True
     with pytest.raises(ArcticApiError) as raised:
         ArcticClient(StubModule()).peers()
-    assert raised.value.code == "AGENT_UNREACHABLE" and raised.value.status == -1
+    assert raised.value.code == "AGENT_UNREACHABLE" and raised.value.status is None  # no HTTP status: none
     assert raised.value.message.startswith("cannot reach the Arctic agent at http://agent.test:8080: ")
 
 
@@ -225,6 +233,43 @@ def test_fail_reports_msg_code_and_status():
     with pytest.raises(SystemExit):
         ArcticApiError("Service not found", "NOT_FOUND", 404).fail(Module())
     assert captured == {"msg": "Service not found", "code": "NOT_FOUND", "status": 404}
+
+
+@pytest.mark.parametrize("status", [None, -1, 0, 200.0, True, 600, "404"])
+def test_a_failed_result_carries_status_only_when_it_is_an_http_status(status):
+    captured = {}
+
+    class Module:
+        def fail_json(self, **kwargs):
+            captured.update(kwargs)
+            raise SystemExit(1)
+
+    with pytest.raises(SystemExit):
+        ArcticApiError("no answer", "AGENT_UNREACHABLE", status).fail(Module())
+    assert captured == {"msg": "no answer", "code": "AGENT_UNREACHABLE"}
+    assert not is_http_status(status)
+
+
+# -- the agent's Warning headers ---------------------------------------------------------------
+
+
+def test_agent_warning_headers_reach_the_user_through_module_warn_once_each(agent):
+    agent.warning_header = ('299 arctic "agent-b (peer_b) was not asked for its dry run: no answer", '
+                            '299 arctic "a \\"quoted\\" notice"')
+    module = StubModule()
+    client = ArcticClient(module)
+    client.get("/v1/peers")
+    client.get("/v1/services")
+    assert module.warnings == [
+        "agent http://agent.test:8080: agent-b (peer_b) was not asked for its dry run: no answer",
+        'agent http://agent.test:8080: a "quoted" notice',
+    ]
+
+
+def test_warning_values_are_parsed_like_rfc_7234_and_anything_else_is_kept_whole():
+    assert warning_texts('299 arctic "one", 299 arctic "two, with a comma"') == ["one", "two, with a comma"]
+    assert warning_texts("something odd") == ["something odd"]
+    assert warning_texts("") == [] and warning_texts(None) == []
 
 
 # -- lookups ---------------------------------------------------------------------------------
@@ -273,6 +318,29 @@ def test_plan_sends_the_changes(agent):
     plan = ArcticClient(StubModule()).plan([{"op": "service.delete", "service_id": "svc_1"}])
     assert plan["valid"] is True
     assert agent.calls[-1].body == {"changes": [{"op": "service.delete", "service_id": "svc_1"}]}
+
+
+def test_every_peer_gets_its_own_header_in_the_prepared_diff_and_missing_ones_say_why():
+    peers = [
+        {"peer_id": PEER_A, "name": "gateway", "valid": True, "diff": "--- a/nftables\n+rule", "error": None},
+        {"peer_id": PEER_B, "name": "branch", "valid": True, "diff": "+macvlan\n", "error": None},
+        {"peer_id": "peer_c", "name": None, "valid": None, "diff": None, "error": "no answer within 10 s"},
+        {"peer_id": "peer_d", "name": "d", "valid": False, "diff": None, "error": None,
+         "errors": [{"code": "NOT_FOUND", "error": "service not found: svc_1"}]},
+        {"peer_id": "peer_e", "name": "e", "valid": True, "diff": "", "error": None},
+    ]
+    assert prepared_text(peers) == (
+        f"=== gateway ({PEER_A}): kernel changes ===\n--- a/nftables\n+rule\n"
+        f"=== branch ({PEER_B}): kernel changes ===\n+macvlan\n"
+        "=== peer_c: not previewed ===\n# no answer within 10 s\n"
+        "=== d (peer_d): would refuse this change ===\n# service not found: svc_1\n"
+        "=== e (peer_e): no kernel change ===\n"
+    )
+
+
+def test_an_agent_without_per_peer_plans_is_shown_by_its_kernel_diff():
+    peers = plan_peers({"valid": True, "kernel_diff": {PEER_B: "+b\n", PEER_A: "+a\n"}})
+    assert prepared_text(peers) == f"=== {PEER_A}: kernel changes ===\n+a\n=== {PEER_B}: kernel changes ===\n+b\n"
 
 
 # -- collection metadata ---------------------------------------------------------------------

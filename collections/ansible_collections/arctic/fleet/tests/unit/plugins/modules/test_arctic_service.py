@@ -174,7 +174,8 @@ def test_check_mode_create_writes_nothing_and_shows_the_agents_kernel_diff(agent
     assert ops == ["service.create", "route.add", "route.add"]
     assert plan_call.body["changes"][0]["body"]["target_peer_id"] == PEER_B
     assert result["plan"]["available"] is True
-    assert result["diff"]["prepared"] == f"# peer {PEER_A}\n--- live\n+++ planned\n+# {', '.join(ops)}\n"
+    assert result["diff"]["prepared"] == (
+        f"=== gateway ({PEER_A}): kernel changes ===\n--- live\n+++ planned\n+# {', '.join(ops)}\n")
     assert result["service"]["id"] is None
 
 
@@ -217,7 +218,34 @@ def test_check_mode_fails_when_the_agent_says_the_plan_is_invalid(agent, run_mod
     assert result["failed"] is True
     assert result["msg"] == "the agent would refuse this change: service limit reached"
     assert result["code"] == "PLAN_INVALID"
+    assert "status" not in result  # the agent answered 200; the refusal is in the plan, not an HTTP status
     assert agent.writes == []
+
+
+def test_check_mode_shows_every_touched_peer_under_its_own_header_and_warns_of_a_missing_one(agent, run_module):
+    agent.plan_answer = {
+        "valid": True, "errors": [], "kernel_diff": {PEER_A: "+nft rule\n", PEER_B: "+macvlan arc1\n"},
+        "peers": [
+            {"peer_id": PEER_A, "name": "gateway", "local": True, "valid": True, "diff": "+nft rule\n",
+             "error": None},
+            {"peer_id": PEER_B, "name": "branch", "local": False, "valid": True, "diff": "+macvlan arc1\n",
+             "error": None},
+            {"peer_id": "peer_c", "name": "far", "local": False, "valid": None, "diff": None,
+             "error": "no answer within 10 s"},
+        ],
+    }
+    agent.warning_header = '299 arctic "far (peer_c) was not asked for its dry run: no answer within 10 s"'
+
+    result = run_module(arctic_service, WEB, check_mode=True)
+
+    assert result["changed"] is True and agent.writes == []
+    assert result["diff"]["prepared"] == (
+        f"=== gateway ({PEER_A}): kernel changes ===\n+nft rule\n"
+        f"=== branch ({PEER_B}): kernel changes ===\n+macvlan arc1\n"
+        "=== far (peer_c): not previewed ===\n# no answer within 10 s\n"
+    )
+    assert [p["peer_id"] for p in result["plan"]["peers"]] == [PEER_A, PEER_B, "peer_c"]
+    assert "far (peer_c) was not asked for its dry run: no answer within 10 s" in str(result["warnings"])
 
 
 def test_check_mode_with_nothing_to_do_asks_for_no_plan(agent, run_module):
@@ -305,7 +333,8 @@ def test_unreachable_agent_fails_clearly(agent, run_module):
     result = run_module(arctic_service, WEB)
 
     assert result["failed"] is True
-    assert (result["code"], result["status"]) == ("AGENT_UNREACHABLE", -1)
+    assert result["code"] == "AGENT_UNREACHABLE"
+    assert "status" not in result  # there was no HTTP answer, so there is no HTTP status
 
 
 # -- connection ------------------------------------------------------------------------------
