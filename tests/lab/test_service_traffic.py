@@ -210,8 +210,8 @@ def test_source_only_and_source_plus_destination_routes(cluster):
     assert cluster.reaches(S1, src=CLIENT)  # both-CIDR route
     assert not cluster.reaches(S2, src=CLIENT)  # 10.0.0.2 -> 192.168.200.0/24: no route covers it
     listing = cluster.sh("a", "nft", "list", "ruleset")
-    assert "ip saddr 10.1.0.0/16 tproxy" in listing
-    assert "ip saddr 10.0.0.0/16 ip daddr 192.168.100.0/24 tproxy" in listing
+    assert "ip saddr 10.1.0.0/16 tcp flags syn / fin,syn,rst,ack tproxy" in listing  # first SYNs only
+    assert "ip saddr 10.0.0.0/16 ip daddr 192.168.100.0/24 tcp flags syn / fin,syn,rst,ack tproxy" in listing
 
 
 def test_the_seed_precedence_table_decides_which_service_carries_a_connection(cluster):
