@@ -164,3 +164,18 @@ def insert_peer_record(db_path: Path, name: str, address: str) -> str:
                      " VALUES (?, ?, ?, ?, 0, 'active', ?, ?)",
                      (peer_id, name, base64.b64encode(public).decode(), address, now, now))
     return peer_id
+
+
+class NoShaping:
+    """A ``QosManager`` stand-in for reconcile-worker tests: shapes nothing, and reads back what it was given."""
+
+    def apply(self, by_dev) -> dict:
+        return {}
+
+    def priorities(self) -> dict:
+        return {}
+
+    def installed_text(self, links) -> str:
+        from arctic.netconf.qos import qos_text
+
+        return qos_text(links)

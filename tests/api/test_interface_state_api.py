@@ -7,6 +7,7 @@ any other agent copies the target's answer, or says why the target could not be 
 from __future__ import annotations
 
 import pytest
+from agentkit import NoShaping
 from arctic.api import observations
 from arctic.daemon import reconcile
 from arctic.daemon.reconcile import ReconcileWorker
@@ -37,14 +38,6 @@ class FakeReconciler:
         return self.last_plan
 
 
-class FakeQos:
-    def apply(self, by_dev) -> dict:
-        return {}
-
-    def priorities(self) -> dict:
-        return {}
-
-
 @pytest.fixture
 def target_service(api, peer_b) -> str:
     """SVC runs from agent-b to this agent (the target), with an interface."""
@@ -57,7 +50,7 @@ def target_service(api, peer_b) -> str:
 
 @pytest.fixture
 def worker(api, target_service, monkeypatch) -> ReconcileWorker:
-    worker = ReconcileWorker(api.runtime, reconciler=FakeReconciler(), qos=FakeQos(), tc=None)
+    worker = ReconcileWorker(api.runtime, reconciler=FakeReconciler(), qos=NoShaping(), tc=None)
     monkeypatch.setattr(api.runtime, "reconcile_worker", worker)
     return worker
 

@@ -10,7 +10,6 @@ import time
 
 import pytest
 from arctic.config import ConfigError, parse_config
-from conftest import make_api
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -141,8 +140,8 @@ def test_an_agent_without_a_licence_or_store_content_still_answers_metrics(fresh
     ("loopback", "127.0.0.1", 200), ("loopback", "::1", 200), ("loopback", "192.0.2.7", 401),
     ("token", "127.0.0.1", 401), ("token", "192.0.2.7", 401), ("off", "192.0.2.7", 200),
 ])
-def test_metrics_access_follows_metrics_auth(tmp_path, issuer, mode, remote, status):
-    api = make_api(tmp_path, issuer)
+def test_metrics_access_follows_metrics_auth(fresh_api, issuer, mode, remote, status):
+    api = fresh_api
     api.runtime.config = parse_config({"data_dir": str(api.data_dir), "metrics": {"auth": mode},
                                        "license": {"issuer_public_keys": [issuer.public_b64]}}, env={})
     api.bootstrap()
@@ -154,8 +153,8 @@ def test_metrics_access_follows_metrics_auth(tmp_path, issuer, mode, remote, sta
         assert with_token.status_code == 200
 
 
-def test_a_token_without_services_read_is_refused_metrics(tmp_path, issuer):
-    api = make_api(tmp_path, issuer)
+def test_a_token_without_services_read_is_refused_metrics(fresh_api, issuer):
+    api = fresh_api
     api.runtime.config = parse_config({"data_dir": str(api.data_dir), "metrics": {"auth": "token"},
                                        "license": {"issuer_public_keys": [issuer.public_b64]}}, env={})
     api.bootstrap()

@@ -102,3 +102,67 @@ def test_a_malformed_request_is_a_400(api):
     for body in ({}, {"changes": "x"}, {"changes": [{"op": "service.rename"}]}):
         resp = api.post("/v1/plan", json=body)
         assert resp.status_code == 400 and resp.get_json()["code"] in ("MISSING_FIELD", "INVALID_REQUEST")
+
+
+# --- a planned change is refused with the very text the write gets (one rule each, api/rules.py) ---------------
+
+def refusals_match(api, change: dict, method: str, path: str, body: dict | None = None) -> tuple[str, str]:
+    """Plan ``change``, then make the real write: both refuse with one code and text, and nothing changes."""
+    before = state(api)
+    result = plan(api, change)
+    assert result["valid"] is False and result["kernel_diff"] == {}
+    real = api.call(method, path, json=body)
+    assert real.status_code in (404, 409, 422), real.get_json()
+    assert [(e["index"], e["code"], e["error"]) for e in result["errors"]] == [
+        (0, real.get_json()["code"], real.get_json()["error"])]
+    assert state(api) == before
+    return real.get_json()["code"], real.get_json()["error"]
+
+
+def test_a_planned_create_or_rename_onto_a_taken_name_gets_the_writes_refusal(api, peer_b, service):
+    api.create_service(target_peer_id=peer_b, name="web")
+    create = {"target_peer_id": peer_b, "name": "web"}
+    assert refusals_match(api, {"op": "service.create", "body": create}, "POST", "/v1/services", create) == (
+        "ALREADY_EXISTS", "a service named 'web' already exists")
+    rename = {"name": "web"}
+    sid = service["id"]
+    assert refusals_match(api, {"op": "service.update", "service_id": sid, "body": rename},
+                          "PUT", f"/v1/services/{sid}", rename)[0] == "ALREADY_EXISTS"
+
+
+def test_a_planned_create_beyond_the_licence_limit_gets_the_writes_refusal(fresh_api):
+    fresh_api.bootstrap(max_services=1)
+    peer_b = fresh_api.add_peer("agent-b")
+    fresh_api.create_service(target_peer_id=peer_b)
+    create = {"target_peer_id": peer_b}
+    code, error = refusals_match(fresh_api, {"op": "service.create", "body": create}, "POST", "/v1/services", create)
+    assert code == "SERVICE_LIMIT_EXCEEDED" and error.startswith("licence allows 1 services and all are in use")
+
+
+def test_planned_routes_onto_a_pair_the_service_has_get_the_writes_refusals(api, service):
+    sid = service["id"]
+    added = api.post(f"/v1/services/{sid}/routes", json={"routes": [{"source_cidr": "10.1.0.0/16", "priority": 5}]})
+    assert added.get_json()["route_ids"] == [2]
+    taken = {"routes": [{"dest_cidr": "192.168.100.0/24", "priority": 7}]}
+    assert refusals_match(api, {"op": "route.add", "service_id": sid, "body": taken},
+                          "POST", f"/v1/services/{sid}/routes", taken) == (
+        "ALREADY_EXISTS", f"route 1 of {sid} already matches source any / destination 192.168.100.0/24; update it "
+        "instead")
+    onto = {"source_cidr": None, "dest_cidr": "192.168.100.0/24"}
+    assert refusals_match(api, {"op": "route.update", "service_id": sid, "route_id": 2, "body": onto},
+                          "PUT", f"/v1/services/{sid}/routes/2", onto) == (
+        "ALREADY_EXISTS", f"route 1 of {sid} already has these CIDRs")
+
+
+@pytest.mark.parametrize("op, method, route", [("route.update", "PUT", {"priority": 1}),
+                                               ("route.delete", "DELETE", None)])
+def test_a_planned_change_of_an_unknown_route_or_service_gets_the_writes_404(api, service, op, method, route):
+    sid, body = service["id"], {} if route is None else {"body": route}
+    code, error = refusals_match(api, {"op": op, "service_id": sid, "route_id": 9, **body},
+                                 method, f"/v1/services/{sid}/routes/9", route)
+    assert (code, error) == ("NOT_FOUND", f"route 9 not found in {sid} (list them with 'arctic routes list "
+                                          f"--service {sid}')")
+    missing = "svc_01HZZZZZZZZZZZZZZZZZZZZZZZ"
+    assert refusals_match(api, {"op": op, "service_id": missing, "route_id": 1, **body},
+                          method, f"/v1/services/{missing}/routes/1", route) == (
+        "NOT_FOUND", f"service not found: {missing} (list services with 'arctic services list')")

@@ -7,6 +7,7 @@ import queue
 import time
 
 import pytest
+from agentkit import NoShaping
 from arctic.api.app import create_app
 from arctic.config import parse_config
 from arctic.daemon.reconcile import ReconcileWorker, RunReport
@@ -22,19 +23,11 @@ class FakeReconciler:
         return self.last_plan
 
 
-class FakeQos:
-    def apply(self, by_dev) -> dict:
-        return {}
-
-    def priorities(self) -> dict:
-        return {}
-
-
 class Worker(ReconcileWorker):
     """The real loop; each run's outcome ("report", "none" or the exception's text) is queued after it ended."""
 
     def __init__(self, runtime, *, fail_first: bool = False) -> None:
-        super().__init__(runtime, reconciler=FakeReconciler(), qos=FakeQos(), tc=None)
+        super().__init__(runtime, reconciler=FakeReconciler(), qos=NoShaping(), tc=None)
         self.fail_first = fail_first
         self.outcomes: queue.Queue[str] = queue.Queue()
 

@@ -24,7 +24,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,10 +78,12 @@ class ArcticPair:
 
     @classmethod
     def start(cls, t: Transit, *, encryption: str = "tls", extra_config: dict | None = None,
-              per_agent: dict[str, dict] | None = None, ready_timeout: float = 30.0) -> ArcticPair:
+              per_agent: dict[str, dict] | None = None, ready_timeout: float = 30.0,
+              commands: dict[str, Sequence[str]] | None = None) -> ArcticPair:
         """Start both agents, bootstrap them with one licence issuer and join agent-b to agent-a.
 
-        ``extra_config`` is merged into both agents' configuration, ``per_agent["a"|"b"]`` into one agent's.
+        ``extra_config`` is merged into both agents' configuration, ``per_agent["a"|"b"]`` into one agent's;
+        ``commands["a"|"b"]`` replaces that agent's command line (``lab_agent``'s ``command``).
         """
         if encryption not in ENCRYPTIONS:
             raise ValueError(f"encryption {encryption!r} must be one of {', '.join(ENCRYPTIONS)}")
@@ -92,7 +94,8 @@ class ArcticPair:
         for key, value in (extra_config or {}).items():
             config[key] = {**config[key], **value} if isinstance(value, dict) and key in config else value
         agents = {name: lab_agent(host, f"agent-{name}", advertise=ip, issuer_public_keys=[issuer.public_b64],
-                                  extra_config={**config, **(per_agent or {}).get(name, {})})
+                                  extra_config={**config, **(per_agent or {}).get(name, {})},
+                                  command=(commands or {}).get(name))
                   for name, host, ip in (("a", t.agent_a, t.agent_a_ip), ("b", t.agent_b, t.agent_b_ip))}
         pair = cls(t, agents, encryption)
         try:

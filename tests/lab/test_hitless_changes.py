@@ -137,6 +137,21 @@ def converged(pair: ArcticPair, check: Callable[[dict], bool]) -> None:
                    what=f"agent-{name}'s data plane to reload")
 
 
+def carrying_service(pair: ArcticPair) -> tuple[str, int]:
+    """A service with a route for s2's LAN that both data planes run: its id and its route's."""
+    sid = pair.create_service()
+    route_id = pair.add_routes(sid, {"dest_cidr": S2_LAN, "priority": 100})[0]
+    converged(pair, lambda doc: bool(routes_of(doc, sid)))
+    return sid, route_id
+
+
+def routeless_service(pair: ArcticPair) -> str:
+    """A service without routes that both data planes know (it diverts nothing yet)."""
+    sid = pair.create_service()
+    converged(pair, lambda doc: any(s["id"] == sid for s in doc.get("services", [])))
+    return sid
+
+
 def routes_of(doc: dict, sid: str) -> list[dict]:
     return next((s.get("routes", []) for s in doc.get("services", []) if s["id"] == sid), [])
 
@@ -164,8 +179,7 @@ def assert_no_failures(traffic: Traffic) -> None:
 
 
 def test_adding_a_route_diverts_new_connections_without_resetting_any(pair):
-    sid = pair.create_service()
-    converged(pair, lambda doc: any(s["id"] == sid for s in doc.get("services", [])))
+    sid = routeless_service(pair)
     traffic = during(pair, lambda: pair.add_routes(sid, {"dest_cidr": S2_LAN, "priority": 100}),
                      lambda doc: bool(routes_of(doc, sid)))
     assert_no_failures(traffic)
@@ -173,18 +187,14 @@ def test_adding_a_route_diverts_new_connections_without_resetting_any(pair):
 
 
 def test_deleting_a_route_hands_connections_back_to_routing_without_resetting_any(pair):
-    sid = pair.create_service()
-    route_id = pair.add_routes(sid, {"dest_cidr": S2_LAN, "priority": 100})[0]
-    converged(pair, lambda doc: bool(routes_of(doc, sid)))
+    sid, route_id = carrying_service(pair)
     traffic = during(pair, lambda: pair.api("DELETE", f"/v1/services/{sid}/routes/{route_id}"),
                      lambda doc: not routes_of(doc, sid))
     assert_no_failures(traffic)
 
 
 def test_updating_a_route_s_destination_resets_nothing(pair):
-    sid = pair.create_service()
-    route_id = pair.add_routes(sid, {"dest_cidr": S2_LAN, "priority": 100})[0]
-    converged(pair, lambda doc: bool(routes_of(doc, sid)))
+    sid, route_id = carrying_service(pair)
     traffic = during(pair, lambda: pair.api("PUT", f"/v1/services/{sid}/routes/{route_id}",
                                             json={"dest_cidr": "192.168.200.0/25"}),
                      lambda doc: [r.get("dest_cidr") for r in routes_of(doc, sid)] == ["192.168.200.0/25"])
@@ -204,9 +214,7 @@ def test_creating_a_service_with_its_route_resets_nothing(pair):
 
 
 def test_updating_a_service_resets_nothing(pair):
-    sid = pair.create_service()
-    pair.add_routes(sid, {"dest_cidr": S2_LAN, "priority": 100})
-    converged(pair, lambda doc: bool(routes_of(doc, sid)))
+    sid, _route_id = carrying_service(pair)
     traffic = during(pair, lambda: pair.api("PUT", f"/v1/services/{sid}", json={"bandwidth_limit_mbps": 200,
                                                                                    "transport_type": "kcp"}),
                      lambda doc: any(s["id"] == sid and s.get("transport_type") == "kcp"
@@ -215,9 +223,7 @@ def test_updating_a_service_resets_nothing(pair):
 
 
 def test_deleting_a_service_hands_connections_back_to_routing_without_resetting_any(pair):
-    sid = pair.create_service()
-    pair.add_routes(sid, {"dest_cidr": S2_LAN, "priority": 100})
-    converged(pair, lambda doc: bool(routes_of(doc, sid)))
+    sid, _route_id = carrying_service(pair)
     traffic = during(pair, lambda: pair.api("DELETE", f"/v1/services/{sid}"),
                      lambda doc: not any(s["id"] == sid for s in doc.get("services", [])))
     assert_no_failures(traffic)
@@ -247,17 +253,14 @@ def with_a_transfer_in_flight(pair: ArcticPair, change: Callable[[], None], sett
 
 
 def test_a_direct_transfer_in_flight_keeps_its_path_when_a_route_for_it_appears(pair):
-    sid = pair.create_service()
-    converged(pair, lambda doc: any(s["id"] == sid for s in doc.get("services", [])))
+    sid = routeless_service(pair)
     got = with_a_transfer_in_flight(pair, lambda: pair.add_routes(sid, {"dest_cidr": S2_LAN, "priority": 100}),
                                     lambda doc: bool(routes_of(doc, sid)))
     assert got == SLOW_CHUNK * SLOW_CHUNKS
 
 
 def test_a_carried_transfer_in_flight_completes_when_its_last_route_and_its_service_go(pair):
-    sid = pair.create_service()
-    route_id = pair.add_routes(sid, {"dest_cidr": S2_LAN, "priority": 100})[0]
-    converged(pair, lambda doc: bool(routes_of(doc, sid)))
+    sid, route_id = carrying_service(pair)
     got = with_a_transfer_in_flight(pair, lambda: pair.api("DELETE", f"/v1/services/{sid}/routes/{route_id}"),
                                     lambda doc: not routes_of(doc, sid))
     assert got == SLOW_CHUNK * SLOW_CHUNKS
@@ -265,9 +268,7 @@ def test_a_carried_transfer_in_flight_completes_when_its_last_route_and_its_serv
 
 
 def test_a_carried_transfer_in_flight_completes_when_its_service_is_deleted(pair):
-    sid = pair.create_service()
-    pair.add_routes(sid, {"dest_cidr": S2_LAN, "priority": 100})
-    converged(pair, lambda doc: bool(routes_of(doc, sid)))
+    sid, _route_id = carrying_service(pair)
     got = with_a_transfer_in_flight(pair, lambda: pair.api("DELETE", f"/v1/services/{sid}"),
                                     lambda doc: not any(s["id"] == sid for s in doc.get("services", [])))
     assert got == SLOW_CHUNK * SLOW_CHUNKS

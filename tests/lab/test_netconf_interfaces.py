@@ -22,7 +22,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `import harness`, also without tests/conftest.py
 
 from arctic.logs import get_logger  # noqa: E402
-from arctic.netconf.applier import KernelApplier  # noqa: E402
+from arctic.netconf.applier import LinuxKernel  # noqa: E402
 from arctic.netconf.desired import DesiredState, RouteSpec, ServiceSpec  # noqa: E402
 from arctic.netconf.errors import InterfaceError  # noqa: E402
 from arctic.netconf.interfaces import InterfaceSpec  # noqa: E402
@@ -93,7 +93,7 @@ def site() -> Iterator[Site]:
         lab.default_via(tgt, "198.18.0.254")
         state = lab.run_dir / "netconf"
         logs = RecordedLogs()
-        rec = tgt.call(lambda: Reconciler(KernelApplier(dhcp_dir=state / "dhcp"), logs, state_dir=state))
+        rec = tgt.call(lambda: Reconciler(LinuxKernel(dhcp_dir=state / "dhcp"), logs, state_dir=state))
         s = Site(lab, tgt, srv, rec, logs)
         try:
             yield s

@@ -19,7 +19,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `import harness`, also without tests/conftest.py
 
 from arctic.netconf import ruleset as rs  # noqa: E402
-from arctic.netconf.applier import KernelApplier  # noqa: E402
+from arctic.netconf.applier import LinuxKernel  # noqa: E402
 from arctic.netconf.desired import DesiredState, RouteSpec, ServiceSpec  # noqa: E402
 from arctic.netconf.errors import NftError  # noqa: E402
 from arctic.netconf.reconciler import Reconciler  # noqa: E402
@@ -65,7 +65,7 @@ def node_on(netlab) -> Iterator:
 
     def make(host: Host) -> Node:
         state = netlab.run_dir / f"netconf-{host.role}"
-        rec = host.call(lambda: Reconciler(KernelApplier(dhcp_dir=state / "dhcp"), state_dir=state))
+        rec = host.call(lambda: Reconciler(LinuxKernel(dhcp_dir=state / "dhcp"), state_dir=state))
         nodes.append(Node(host, rec))
         return nodes[-1]
 

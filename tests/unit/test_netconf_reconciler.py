@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 from arctic.netconf.desired import DesiredState, RouteSpec, ServiceSpec
-from arctic.netconf.errors import DesiredStateError, InterfaceError, NftError
+from arctic.netconf.errors import DesiredStateError, InterfaceError, NetconfError, NftError
 from arctic.netconf.interfaces import InterfaceStatus, ObservedAddress, ObservedInterface
+from arctic.netconf.offline import offline_reconciler
 from arctic.netconf.policy import PolicyState
 from arctic.netconf.reconciler import Reconciler
 
@@ -64,6 +65,7 @@ class FakeInterfaces:
     def __init__(self) -> None:
         self.links: dict[str, ObservedInterface] = {}
         self.dhcp = FakeDhcp()
+        self.conflicts: dict[str, str] = {}
         self.converge_calls: list = []
 
     def observe(self) -> dict[str, ObservedInterface]:
@@ -172,6 +174,22 @@ def test_apply_twice_changes_nothing_the_second_time(reconciler, kernel):
     assert len(kernel.nft.scripts) == 1 and len(kernel.policy.converged) == 1
 
 
+def test_after_an_apply_a_second_plan_is_empty_and_nothing_is_reported(reconciler, kernel, logs):
+    plan = reconciler.apply(desired())
+    assert plan.changed and plan.unconverged == []
+    assert not [entry for entry in logs if entry[1] == "warning"]
+
+
+def test_a_section_the_kernel_does_not_keep_is_named_by_the_self_check(reconciler, kernel, logs):
+    """A policy routing that accepts every change and keeps none: the run after the apply would apply it again."""
+    kernel.policy.converge = lambda spec: ["ip -4 rule add priority 1080 fwmark 0x1a0000/0xff0000 lookup 61080"]
+    plan = reconciler.apply(desired())
+    assert plan.unconverged == ["policy"]
+    warnings = [(sub, msg, fields["section"]) for sub, level, msg, fields in logs if level == "warning"]
+    assert warnings == [("netmgr", "not converged: a second plan right after applying still changes a section",
+                         "policy")]
+
+
 def test_a_restarted_agent_with_the_same_state_dir_does_not_reapply(kernel, logs, tmp_path):
     Reconciler(kernel, lambda s: RecordingLogger(s, logs), state_dir=tmp_path / "s").apply(desired())
     again = Reconciler(kernel, lambda s: RecordingLogger(s, logs), state_dir=tmp_path / "s").plan(desired())
@@ -277,3 +295,12 @@ def test_the_netplan_file_is_written_only_when_configured_and_removed_on_teardow
     assert "192.168.100.10/24" in path.read_text()
     rec.teardown()
     assert not path.exists()
+
+
+def test_an_offline_reconciler_plans_against_an_empty_kernel_and_cannot_apply():
+    rec = offline_reconciler()
+    plan = rec.plan(desired(iface=True))
+    assert plan.changes == {"nftables": True, "policy": True, "interfaces": True}
+    assert "+sysctl -w net.ipv4.ip_forward=1\n" in plan.diff
+    with pytest.raises(NetconfError, match="does not manage its kernel"):
+        rec.apply(desired())

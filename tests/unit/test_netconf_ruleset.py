@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import random
+from pathlib import Path
 
 import pytest
 from arctic.domain import precedence
@@ -245,3 +247,191 @@ def test_ten_thousand_routes_render_into_a_handful_of_rules():
     rs = build_ruleset(DesiredState("peer_a", (service(A, *routes),)))
     assert rs.route_count == 10_000
     assert len(rs.rules) == 1 and len(rs.sets[0].elements) == 10_000
+
+
+# --- golden renderings ---------------------------------------------------------------------------------------------
+# Every action's text (show, replace, delete) and what build_ruleset reports for a broad set of desired states,
+# compared byte for byte with tests/unit/netconf_ruleset.golden. It pins the kernel text while the nft grammar
+# moves between Python and templates/nftables.nft.j2. After an intended change of the text, regenerate with
+#   ARCTIC_UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_netconf_ruleset.py -k golden
+# and review the file's diff (it is the change to the kernel configuration).
+
+GOLDEN = Path(__file__).with_name("netconf_ruleset.golden")
+C = "svc_01HCCCCCCCCCCCCCCCCCCCCCCC"
+
+
+def _random_routes(seed: int, count: int) -> tuple[ServiceSpec, ...]:
+    """Mixed families, classes and a few prefix lengths (so runs form and break), duplicates included."""
+    rng = random.Random(seed)
+    v4, v6 = ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/16")
+
+    def net(base, lengths):
+        length = rng.choice(lengths)
+        address = base.network_address + (rng.randrange(2 ** 12) << (base.max_prefixlen - base.prefixlen - 12))
+        return str(ipaddress.ip_network(f"{address}/{length}", strict=False))
+
+    by_service: dict[str, list[RouteSpec]] = {A: [], B: [], C: []}
+    made: list[tuple] = []
+    for i in range(count):
+        sid = rng.choice((A, B, C))
+        if made and rng.random() < 0.1:  # an exact duplicate of an earlier route, in any service
+            src, dst = rng.choice(made)
+        else:
+            base, lengths = (v4, (8, 16, 24, 32)) if rng.random() < 0.6 else (v6, (32, 48, 64, 128))
+            klass = rng.choice((0, 1, 2))
+            src = net(base, lengths) if klass in (0, 1) else None
+            dst = net(base, lengths) if klass in (0, 2) else None
+            made.append((src, dst))
+        by_service[sid].append(RouteSpec(sid, i + 1, src, dst, rng.randrange(4), i))
+    return tuple(service(sid, *routes) for sid, routes in by_service.items() if routes)
+
+
+def _golden_cases() -> list[tuple[str, DesiredState, dict]]:
+    def one(*routes: RouteSpec, **kw) -> DesiredState:
+        return DesiredState("peer_a", (service(A, *routes),), **kw)
+
+    transparent = service(C, route(C, 1, "10.0.0.0/8", "192.168.100.0/24"), source="peer_c", target="peer_a",
+                          requires_interface=True, transparent=True)
+    return [
+        ("empty", DesiredState("peer_a", ()), {}),
+        ("only services of other peers", DesiredState("peer_z", (service(A, route(A, 1, None, "10.0.0.0/8")),)),
+         {}),
+        ("proxied connections, no routes", DesiredState("peer_a", (), proxied_connections=True), {}),
+        ("v4 source and destination", one(route(A, 1, "10.0.0.0/8", "192.168.100.0/24")), {}),
+        ("v4 source only", one(route(A, 1, "10.0.0.0/8", None)), {}),
+        ("v4 destination only", one(route(A, 1, None, "192.168.100.0/24")), {}),
+        ("v4 host prefixes", one(route(A, 1, "10.9.9.9/32", "192.168.200.7/32"), route(A, 2, "10.1.2.3/32", None),
+                                 route(A, 3, None, "0.0.0.0/0")), {}),
+        ("v6 source and destination", one(route(A, 1, "fd00:10::/64", "fd00:200::/48")), {}),
+        ("v6 source only", one(route(A, 1, "fd00:10::/64", None)), {}),
+        ("v6 destination only", one(route(A, 1, None, "2001:db8::/32")), {}),
+        ("v6 host prefixes", one(route(A, 1, "fd00::1/128", "fd00::2/128"), route(A, 2, None, "fd00::3/128")),
+         {}),
+        ("seed example, two services", DesiredState("peer_a", (
+            service(A, route(A, 1, "10.0.0.0/8", "192.168.0.0/16", 100, seq=1),
+                    route(A, 2, "10.1.0.0/16", "192.168.100.0/24", 200, seq=3)),
+            service(B, route(B, 1, "10.0.0.0/8", "192.168.100.0/24", 100, seq=2),
+                    route(B, 2, None, "fd00:200::/48", seq=4)))), {}),
+        ("v4 destination set", one(route(A, 1, None, "192.168.1.0/24"), route(A, 2, None, "192.168.2.0/24"),
+                                   route(A, 3, None, "192.168.3.0/24")), {}),
+        ("v4 source set", one(route(A, 1, "10.1.0.0/16", None), route(A, 2, "10.2.0.0/16", None)), {}),
+        ("v4 concatenated set", one(route(A, 1, "10.1.0.0/16", "192.168.1.0/24"),
+                                    route(A, 2, "10.2.0.0/16", "192.168.1.0/24"),
+                                    route(A, 3, "10.2.0.0/16", "192.168.2.0/24")), {}),
+        ("v4 host prefix sets", one(route(A, 1, "10.0.0.1/32", "192.168.0.1/32"),
+                                    route(A, 2, "10.0.0.2/32", "192.168.0.1/32"),
+                                    route(A, 3, None, "192.168.0.7/32"), route(A, 4, None, "192.168.0.8/32")), {}),
+        ("v6 destination set", one(route(A, 1, None, "fd00:1::/48"), route(A, 2, None, "fd00:2::/48")), {}),
+        ("v6 source set", one(route(A, 1, "fd00:1::/64", None), route(A, 2, "fd00:2::/64", None)), {}),
+        ("v6 concatenated set", one(route(A, 1, "fd00:1::/64", "fd00:aa::/48"),
+                                    route(A, 2, "fd00:2::/64", "fd00:aa::/48")), {}),
+        ("v6 host prefix sets", one(route(A, 1, "fd00::1/128", "fd00::a/128"),
+                                    route(A, 2, "fd00::2/128", "fd00::a/128"),
+                                    route(A, 3, None, "fd00::b/128"), route(A, 4, None, "fd00::c/128")), {}),
+        ("sets and rules of both families interleaved", DesiredState("peer_a", (
+            service(A, route(A, 1, None, "192.168.1.0/24"), route(A, 2, None, "192.168.2.0/24"),
+                    route(A, 3, "10.0.0.0/8", "172.31.0.0/16"), route(A, 4, None, "fd00:1::/48"),
+                    route(A, 5, "fd00:9::/64", None)),
+            service(B, route(B, 1, None, "192.168.3.0/24", seq=9), route(B, 2, None, "172.31.0.0/16", seq=10),
+                    route(B, 3, None, "fd00:2::/48", seq=11), route(B, 4, "fd00:8::/64", None, seq=12)))), {}),
+        ("duplicates: shadowed routes, a run that shrinks to one rule", DesiredState("peer_a", (
+            service(A, route(A, 1, None, "192.168.1.0/24", 100, seq=2), route(A, 2, None, "192.168.2.0/24"),
+                    route(A, 3, "10.0.0.0/8", None, 100, seq=3)),
+            service(B, route(B, 1, None, "192.168.1.0/24", 300, seq=5), route(B, 2, "10.0.0.0/8", None, 1, seq=6))
+        )), {}),
+        ("custom tproxy port", one(route(A, 1, None, "192.168.1.0/24"), route(A, 2, None, "192.168.2.0/24"),
+                                   route(A, 3, "fd00::/64", None), tproxy_port=7000), {}),
+        ("set threshold 1: a single route becomes a set", one(route(A, 1, "10.0.0.0/8", "192.168.1.0/24"),
+                                                              route(A, 2, None, "fd00::/48")),
+         {"set_threshold": 1}),
+        ("set threshold 5: runs below it stay rules", one(*(route(A, i, None, f"192.168.{i}.0/24")
+                                                            for i in range(1, 5))), {"set_threshold": 5}),
+        ("transparent target only", DesiredState("peer_a", (transparent,)), {}),
+        ("transparent target and intercepted routes", DesiredState("peer_a", (
+            transparent, service(A, route(A, 1, None, "192.168.1.0/24")))), {}),
+        ("random 60 routes, seed 1", DesiredState("peer_a", _random_routes(1, 60)), {}),
+        ("random 200 routes, seed 2", DesiredState("peer_a", _random_routes(2, 200)), {}),
+    ]
+
+
+def _golden_text(name: str, desired: DesiredState, kw: dict) -> str:
+    rs = build_ruleset(desired, **kw)
+    ids = lambda entries: " ".join(f"{e.service_id[-1]}{e.route_id}@{e.position}" for e in entries)  # noqa: E731
+    summary = [f"present={rs.present} route_count={rs.route_count} tproxy_port={rs.tproxy_port}"
+               f" transparent={list(rs.transparent_services)}",
+               f"shadowed: {ids(rs.shadowed)}",
+               *(f"rule {i}: {ids(rule.routes)}" for i, rule in enumerate(rs.rules)),
+               *(f"set {s.name}: {len(s.elements)} elements" for s in rs.sets)]
+    return (f"#### {name}\n" + "\n".join(summary) + "\n---- render_table\n" + render_table(rs)
+            + "---- render_script\n" + render_script(rs))
+
+
+def _golden_sections(text: str) -> dict[str, str]:
+    return {chunk.split("\n", 1)[0]: "#### " + chunk for chunk in text.split("#### ")[1:]}
+
+
+def test_every_action_renders_byte_identical_to_the_golden_file():
+    rendered = [_golden_text(name, desired, kw) for name, desired, kw in _golden_cases()]
+    if os.environ.get("ARCTIC_UPDATE_GOLDEN") == "1":
+        GOLDEN.write_text("".join(rendered))
+    want, have = _golden_sections(GOLDEN.read_text()), _golden_sections("".join(rendered))
+    assert list(have) == list(want)
+    for name in want:
+        assert have[name] == want[name], name
+    assert "".join(rendered) == GOLDEN.read_text()
+
+
+# --- rules are data, the template writes the syntax ----------------------------------------------------------------
+
+def test_rules_and_sets_are_plain_data_the_template_turns_into_nft_syntax():
+    svc = service(A, route(A, 1, "10.1.0.0/16", "192.168.1.0/24"), route(A, 2, "10.2.0.0/16", "192.168.1.0/24"),
+                  route(A, 3, None, "fd00::1/128"))
+    rs = build_ruleset(DesiredState("peer_a", (svc,), tproxy_port=7000))
+    concatenated, plain = rs.rules
+    assert rs.sets == (concatenated.lookup,)
+    assert (concatenated.lookup.name, concatenated.lookup.family, concatenated.lookup.keys) == (
+        "v4_src16_dst24", 4, ("source", "dest"))
+    assert [e.prefixes for e in concatenated.lookup.elements] == [
+        (ipaddress.ip_network("10.1.0.0/16"), ipaddress.ip_network("192.168.1.0/24")),
+        (ipaddress.ip_network("10.2.0.0/16"), ipaddress.ip_network("192.168.1.0/24"))]
+    assert [(e.route.service_id, e.route.route_id) for e in concatenated.lookup.elements] == [(A, 1), (A, 2)]
+    assert (plain.family, plain.source, plain.dest, plain.lookup) == (6, None, ipaddress.ip_network("fd00::1/128"),
+                                                                      None)
+    assert {(r.verdict, r.port) for r in rs.rules} == {("tproxy", 7000)}
+
+
+_NFT_WORDS = ("saddr", "daddr", "ipv4_addr", "ipv6_addr", "tproxy ip", "meta ", "tcp flags", "comment", " . ", "@",
+              "accept", "0x%", ":08x")
+
+
+def test_ruleset_py_writes_no_nft_syntax_outside_its_docstrings():
+    import ast
+
+    import arctic.netconf.ruleset as module
+
+    tree = ast.parse(Path(module.__file__).read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and node.body
+                  and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    strings = [node.value for node in ast.walk(tree)
+               if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+    assert strings  # the walk saw the module's literals
+    assert [(s, w) for s in strings for w in _NFT_WORDS if w in s] == []
+
+
+def test_the_template_refuses_a_verdict_or_family_it_does_not_know_instead_of_rendering_half_a_rule():
+    import dataclasses
+
+    import jinja2
+
+    rs = build_ruleset(DesiredState("peer_a", (service(A, route(A, 1, None, "192.168.1.0/24")),)))
+    for change in ({"verdict": "drop"}, {"family": 5}):
+        broken = dataclasses.replace(rs, rules=(dataclasses.replace(rs.rules[0], **change),))
+        with pytest.raises(jinja2.UndefinedError):
+            render_table(broken)
+
+
+def test_the_mark_statement_macro_writes_any_mark_and_mask_as_nft_prints_them():
+    assert mark_statement(0x1, 0xFF) == "meta mark set meta mark & 0xffffff00 | 0x00000001"
+    assert mark_statement(0xAB000000, 0xFF000000) == "meta mark set meta mark & 0x00ffffff | 0xab000000"
+    assert build_ruleset(DesiredState("peer_a", ())).mark_statement == MARK

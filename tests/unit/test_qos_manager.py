@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 from arctic.netconf import qos_kernel
-from arctic.netconf.qos import QosError, QosManager, ServiceLink, group_by_interface
+from arctic.netconf.qos import QosError, QosManager, ServiceLink, group_by_interface, qos_text
 from arctic.netconf.qos_model import QDISC_MAJOR, burst_bytes
 from arctic.netconf.qos_render import BFIFO, HtbClass, InstalledLeaf, LeafQdisc
 
@@ -54,6 +54,8 @@ class FakeKernel:
         self.leaves.pop(dev, None)
 
     def route_dev(self, address: str) -> str:
+        if address not in self.routes:
+            raise QosError(f"no route to peer address {address}: RTNETLINK answers: Network is unreachable")
         return self.routes[address]
 
     def run_batch(self, text: str) -> None:
@@ -233,6 +235,71 @@ def test_services_are_grouped_by_the_interface_routing_their_peer(kernel: FakeKe
              ServiceLink("svc_c", "198.18.0.2", 10)]
     grouped = group_by_interface(links, kernel)  # type: ignore[arg-type]
     assert grouped == {"eth1": {"svc_a": 50, "svc_c": 10}, "eth2": {"svc_b": 0}}
+
+
+def test_a_peer_without_a_route_is_left_out_and_named_when_asked(kernel: FakeKernel) -> None:
+    kernel.routes = {"198.18.0.2": "eth1"}
+    links = [ServiceLink("svc_a", "198.18.0.2", 50), ServiceLink("svc_b", "198.18.9.9", 10)]
+    unrouted: dict[str, QosError] = {}
+    assert group_by_interface(links, kernel, unrouted=unrouted) == {"eth1": {"svc_a": 50}}  # type: ignore[arg-type]
+    assert list(unrouted) == ["svc_b"]
+
+
+def test_a_failed_tc_call_is_temporary_and_refused_input_is_not(kernel: FakeKernel, manager: QosManager) -> None:
+    kernel.fail_on = "class add"
+    with pytest.raises(QosError) as failed:
+        kernel.run_batch = _busy(kernel.run_batch)  # type: ignore[method-assign]
+        manager.apply({"eth1": {"svc_a": 50}})
+    assert failed.value.temporary, "a tc call that failed may pass on the next try"
+    kernel.roots["eth2"] = {"kind": "tbf", "handle": "1:", "root": True}
+    with pytest.raises(QosError) as refused:
+        manager.apply({"eth2": {"svc_b": 10}})
+    assert not refused.value.temporary, "a root qdisc Arctic did not install stays until someone removes it"
+
+
+def _busy(run_batch):
+    def run(text: str) -> None:
+        try:
+            run_batch(text)
+        except QosError as err:
+            raise QosError(str(err), temporary=True) from err
+    return run
+
+
+LINKS = [ServiceLink("svc_a", "198.18.0.2", 50), ServiceLink("svc_b", "198.18.0.2", 0),
+         ServiceLink("svc_c", "198.18.0.2", 20)]
+
+
+def test_the_installed_shaping_reads_back_as_the_desired_text(kernel: FakeKernel, manager: QosManager) -> None:
+    manager.apply({"eth1": {"svc_a": 50, "svc_b": 0, "svc_c": 20}})
+    assert manager.installed_text(LINKS) == qos_text(LINKS) == (
+        "shape svc_a towards 198.18.0.2: 50 Mbit/s each way\n"
+        "shape svc_c towards 198.18.0.2: 20 Mbit/s each way\n")
+
+
+def test_a_class_changed_by_hand_reads_back_as_what_the_kernel_has(kernel: FakeKernel, manager: QosManager) -> None:
+    manager.apply({"eth1": {"svc_a": 50, "svc_b": 0, "svc_c": 20}})
+    base = manager.slot_priorities("svc_a")[0] & 0xFFFF & ~31
+    top = kernel.classes["eth1"][base]
+    kernel.classes["eth1"][base] = HtbClass(base, None, 30_000_000, 30_000_000, 0, top.quantum)
+    assert manager.installed_text(LINKS) == ("shape svc_a towards 198.18.0.2: 30 Mbit/s each way"
+                                             " (16 tc classes differ from the rendered ones)\n"
+                                             "shape svc_c towards 198.18.0.2: 20 Mbit/s each way\n")
+    slot = base + 8
+    kernel.classes["eth1"][base] = top
+    kernel.classes["eth1"][slot] = HtbClass(slot, base, 1_000_000, 50_000_000, 0, top.quantum, 0)
+    assert "50 Mbit/s each way (1 tc classes differ" in manager.installed_text(LINKS), \
+        "a slot changed by hand shows too, though the service class is as rendered"
+    manager.apply({"eth1": {"svc_a": 50, "svc_b": 0, "svc_c": 20}})
+    assert manager.installed_text(LINKS) == qos_text(LINKS), "the next apply repairs it"
+
+
+def test_classes_of_a_service_no_one_names_are_shown_by_class_id(kernel: FakeKernel) -> None:
+    QosManager(kernel=kernel, leaf=BFIFO).apply({"eth1": {"svc_gone": 10}})  # type: ignore[arg-type]
+    fresh = QosManager(kernel=kernel, leaf=BFIFO)  # type: ignore[arg-type]  # e.g. after a restart
+    text = fresh.installed_text([])
+    assert text.startswith("shape (class block 61:") and text.endswith(" of no service) towards eth1: 10 Mbit/s"
+                                                                        " each way\n")
 
 
 def test_the_leaf_qdisc_is_detected_once_and_logged_once(monkeypatch, qos_log) -> None:

@@ -11,9 +11,14 @@ forward to it, so any agent may delete that service itself (its tombstone is acc
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 from flask import Response, g, request
 
 from arctic.api.endpoint import agent
+from arctic.api.lookup import find_service
 from arctic.cluster import transport
 from arctic.errors import ApiError, Forbidden
 from arctic.logs import get_logger
@@ -21,6 +26,36 @@ from arctic.store import repository as repo
 
 log = get_logger("api")
 FORWARD_HEADER = "X-Arctic-Forwarded-By"
+
+
+def owner_answers(owner: Callable[..., str], *, parse: Callable[[], Any] | None = None,
+                  local_if_owner_left: bool = False) -> Callable:
+    """A handler that only the owner of the record it changes may run: forwarded there unless that is this agent.
+
+    In order: ``parse()`` (when given) reads and validates the request body, so a bad body is refused here (400)
+    without asking the owner, and its result reaches the handler as ``body``; ``owner(**kwargs)`` names the owner
+    from the URL arguments (and ``body``), raising 404 for a record unknown here; then ``forward_to``. Goes below
+    ``@endpoint(...)``, which authenticates and licence-gates first and carries the OpenAPI metadata.
+    """
+
+    def decorate(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapper(**kwargs):
+            if parse is not None:
+                kwargs["body"] = parse()
+            forwarded = forward_to(owner(**kwargs), local_if_owner_left=local_if_owner_left)
+            if forwarded is not None:
+                return forwarded
+            return view(**kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def service_owner(service_id: str, **_) -> str:
+    """The owner of a service and its routes: its source peer (404 when the service is unknown here)."""
+    return find_service(service_id).source_peer_id
 
 
 def forward_to(owner_peer_id: str, *, local_if_owner_left: bool = False) -> Response | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import request
 
 from arctic.api.endpoint import agent
+from arctic.api.rules import StoreCatalog, existing_service
 from arctic.errors import InvalidRequest, NotFound
 from arctic.ids import parse_id
 from arctic.store import repository as repo
@@ -33,9 +34,5 @@ def find_peer(ref: str, conn=None, field: str = "peer"):
 
 
 def find_service(ref: str, conn=None):
-    conn = conn if conn is not None else agent().db.read()
-    service_id = parse_id("svc", ref)
-    service = repo.get_service(conn, service_id) if service_id else None
-    if service is None:
-        raise NotFound(f"service not found: {ref} (list services with 'arctic services list')")
-    return service
+    """The stored service ``ref`` names (404 otherwise, ``rules.existing_service``), read through ``conn``."""
+    return existing_service(StoreCatalog(conn), ref)

@@ -9,7 +9,7 @@ from marshmallow import Schema, fields, validate
 
 from arctic.api.endpoint import agent, endpoint
 from arctic.api.fields import StrictString
-from arctic.api.forwarding import forward_to
+from arctic.api.forwarding import owner_answers
 from arctic.api.lookup import find_peer, parse_bool_arg
 from arctic.api.validation import json_body, load
 from arctic.auth import scopes as scope_rules
@@ -91,13 +91,10 @@ def add_peer():
 @bp.put("/v1/peers/<peer_id>")
 @endpoint("Rename a peer (forwarded to that peer: only it may change its record)", scope=scope_rules.PEERS_WRITE,
           body=PeerUpdate, response=PeerSchema, write=True, errors=(400, 404, 422))
-def update_peer(peer_id: str):
+@owner_answers(lambda peer_id, **_: find_peer(peer_id).id, parse=lambda: load(PeerUpdate(), json_body()))
+def update_peer(peer_id: str, body: dict):
     runtime = agent()
-    body = load(PeerUpdate(), json_body())
     peer = find_peer(peer_id)
-    forwarded = forward_to(peer.id)
-    if forwarded is not None:
-        return forwarded
     with runtime.db.write() as tx:
         tx.execute("UPDATE peers SET name = ?, updated_at = ? WHERE id = ?",
                    (body["name"], to_rfc3339(runtime.clock()), peer.id))

@@ -4,7 +4,8 @@
 ``POST /v1/plan`` takes ``{"changes": [{"op", "service_id"?, "route_id"?, "body"?}, ...]}`` with the operations
 ``service.create|update|delete`` and ``route.add|update|delete``, applies them in order to an in-memory copy of the
 services, and validates each body with the very schemas and rules of the real endpoints (imported from
-``arctic.api.services`` / ``arctic.api.routes``), so a plan is valid exactly when the writes would be accepted.
+``arctic.api.services`` / ``arctic.api.routes``, and from ``arctic.api.rules`` for the rules that look at other
+records, with the ``Draft`` as their catalog), so a plan is valid exactly when the writes would be accepted.
 A ``route.add`` without ``service_id`` belongs to the service created last in the same plan (how Ansible's check
 mode describes "create a service with these routes"). The answer is
 ``{"valid", "errors": [{"index", "op", "code", "error"}], "kernel_diff": {"<peer id>": "<unified diff>"},
@@ -46,18 +47,33 @@ from arctic.api.endpoint import agent, endpoint
 from arctic.api.fields import StrictInteger, StrictString
 from arctic.api.forwarding import FORWARD_HEADER
 from arctic.api.lookup import find_peer
-from arctic.api.routes import RouteInput, RouteUpdate, check_route_rules, load_route_batch, merged_route, route_seq
-from arctic.api.rules import check_desired_addresses_free
+from arctic.api.routes import (
+    RouteInput,
+    check_route_rules,
+    load_route_batch,
+    load_route_update,
+    merged_route,
+    route_seq,
+)
+from arctic.api.rules import (
+    check_desired_addresses_free,
+    check_name_free,
+    check_route_pair_free,
+    check_service_limit,
+    existing_route,
+    existing_service,
+)
 from arctic.api.services import DEFAULTS, ServiceCreate, ServiceUpdate, check_service_rules, checked_update
 from arctic.api.validation import json_body, load
 from arctic.auth import scopes as scope_rules
-from arctic.cluster import limits, transport
-from arctic.daemon import rendering
-from arctic.daemon.reconcile import Preview, compare, offline_reconciler, preview
-from arctic.errors import AlreadyExists, ApiError, InvalidRequest, MissingField, NotFound
+from arctic.cluster import transport
+from arctic.errors import ApiError, MissingField
 from arctic.ids import parse_id
 from arctic.logs import get_logger
+from arctic.netconf import rendering
 from arctic.netconf.errors import DesiredStateError
+from arctic.netconf.offline import offline_reconciler
+from arctic.netconf.preview import Preview, compare, preview
 from arctic.store import repository as repo
 from arctic.store.records import Peer, Route, Service
 from arctic.timeutil import to_rfc3339
@@ -132,6 +148,8 @@ class PlanViewSchema(Schema):
 
 @dataclass
 class Draft:
+    """The store with the plan's changes applied so far; the ``rules.Catalog`` the planned changes are checked in."""
+
     local_peer_id: str
     origin_peer_id: str  # the peer the caller asked: this one, or the one that forwarded the plan here
     seed: str  # digest of the change list and the origin: the same on every peer asked about this plan
@@ -147,11 +165,32 @@ class Draft:
             if op == "route.add" and self.created:
                 return self.services[self.created[-1]]
             raise MissingField(f"{op} needs service_id")
-        sid = self.aliases.get(ref) or parse_id("svc", ref)
-        found = self.services.get(sid) if sid else None
-        if found is None:
-            raise NotFound(f"service not found: {ref} (list services with 'arctic services list')")
-        return found
+        return self.services.get(self.aliases.get(ref, "")) or existing_service(self, ref)
+
+    # rules.Catalog
+
+    def service_by_id(self, service_id: str) -> Service | None:
+        return self.services.get(service_id)
+
+    def service_id_named(self, name: str) -> str | None:
+        return next((s.id for s in self.services.values() if s.name == name), None)
+
+    def service_count(self) -> int:
+        return len(self.services)
+
+    def service_limit(self) -> int:
+        return self.max_services
+
+    def interface_services_of(self, target_peer_id: str) -> list[Service]:
+        return [s for s in self.services.values() if s.target_peer_id == target_peer_id and s.requires_interface]
+
+    def route_id_matching(self, service_id: str, source_cidr: str | None, dest_cidr: str | None) -> int | None:
+        service = self.services.get(service_id)
+        return next((r.id for r in (service.routes if service is not None else [])
+                     if (r.source_cidr or "", r.dest_cidr or "") == (source_cidr or "", dest_cidr or "")), None)
+
+    def peer_name(self, peer_id: str) -> str | None:
+        return _peer_name(self.peers, peer_id)
 
     def new_service_id(self) -> str:
         """The id of the next service this plan creates. Not random: every peer asked about the same plan renders
@@ -173,21 +212,15 @@ def _body(change: dict) -> dict:
     return {} if body is None else body
 
 
-def _check_name(draft: Draft, name: str | None, own_id: str | None = None) -> None:
-    if name and any(s.name == name and s.id != own_id for s in draft.services.values()):
-        raise AlreadyExists(f"a service named {name!r} already exists")
-
-
 def _service_create(draft: Draft, change: dict) -> None:
     data = load(ServiceCreate(), _body(change))
     svc = {**DEFAULTS, **data}
     svc["source_peer_id"] = find_peer(data.get("source_peer_id") or draft.origin_peer_id, field="source peer").id
     svc["target_peer_id"] = find_peer(svc["target_peer_id"], field="target peer").id
     check_service_rules(svc)
-    _check_name(draft, svc["name"])
-    check_desired_addresses_free(svc, services=draft.services.values())
-    if len(draft.services) >= draft.max_services:
-        raise limits.SERVICE.refusal(len(draft.services), draft.max_services)
+    check_name_free(draft, svc["name"])
+    check_desired_addresses_free(draft, svc)
+    check_service_limit(draft)
     sid = draft.new_service_id()
     draft.services[sid] = Service(
         id=sid, name=svc["name"], source_peer_id=svc["source_peer_id"], target_peer_id=svc["target_peer_id"],
@@ -204,9 +237,8 @@ def _service_create(draft: Draft, change: dict) -> None:
 def _service_update(draft: Draft, change: dict) -> None:
     current = draft.service(change.get("service_id"), change["op"])
     data = checked_update(current, load(ServiceUpdate(), _body(change), partial=True))
-    if data.get("name") != current.name:
-        _check_name(draft, data.get("name"), current.id)
-    check_desired_addresses_free(vars(current) | data, current=current, services=draft.services.values())
+    check_name_free(draft, data.get("name"), current=current)
+    check_desired_addresses_free(draft, vars(current) | data, current=current)
     for key, value in data.items():
         setattr(current, key, value)
     current.updated_at = draft.now
@@ -227,15 +259,10 @@ def _route_add(draft: Draft, change: dict) -> None:
     body = _body(change)
     routes = load_route_batch(body) if "routes" in body else [_single_route(body)]
     service = draft.service(change.get("service_id"), change["op"])
-    taken = {(r.source_cidr, r.dest_cidr): r.id for r in service.routes}
     for index, route in enumerate(routes):
-        key = (route.get("source_cidr"), route.get("dest_cidr"))
-        if key in taken:
-            raise AlreadyExists(f"route {taken[key]} of {service.id} already matches source {key[0] or 'any'} / "
-                                f"destination {key[1] or 'any'}; update it instead")
-        taken[key] = service.next_route_id
-        service.routes.append(Route(service.id, service.next_route_id, route["priority"], key[0], key[1],
-                                    route_seq() + index, draft.now, draft.now))
+        check_route_pair_free(draft, service.id, route)
+        service.routes.append(Route(service.id, service.next_route_id, route["priority"], route.get("source_cidr"),
+                                    route.get("dest_cidr"), route_seq() + index, draft.now, draft.now))
         service.next_route_id += 1
 
 
@@ -244,24 +271,13 @@ def _route(draft: Draft, change: dict) -> tuple[Service, Route]:
     route_id = change.get("route_id")
     if route_id is None:
         raise MissingField(f"{change['op']} needs route_id")
-    for route in service.routes:
-        if route.id == route_id:
-            return service, route
-    raise NotFound(f"route {route_id} not found in {service.id} (list them with 'arctic routes list --service "
-                   f"{service.id}')")
+    return service, existing_route(service, route_id)
 
 
 def _route_update(draft: Draft, change: dict) -> None:
     service, route = _route(draft, change)
-    data = load(RouteUpdate(), _body(change), partial=True)
-    if not data:
-        raise InvalidRequest("nothing to update: give priority, source_cidr and/or dest_cidr")
-    merged = merged_route(route, data)
-    clash = next((r.id for r in service.routes
-                  if (r.source_cidr, r.dest_cidr) == (merged["source_cidr"], merged["dest_cidr"]) and r.id != route.id),
-                 None)
-    if clash is not None:
-        raise AlreadyExists(f"route {clash} of {service.id} already has these CIDRs")
+    merged = merged_route(route, load_route_update(_body(change)))
+    check_route_pair_free(draft, service.id, merged, route_id=route.id)
     route.priority, route.source_cidr, route.dest_cidr = merged["priority"], merged["source_cidr"], merged["dest_cidr"]
 
 

@@ -15,12 +15,13 @@ from marshmallow import Schema, fields
 
 from arctic.api.endpoint import agent, endpoint
 from arctic.api.fields import NetworkCidr, StrictInteger
-from arctic.api.forwarding import forward_to
+from arctic.api.forwarding import owner_answers, service_owner
 from arctic.api.lookup import find_service
+from arctic.api.rules import StoreCatalog, check_route_pair_free, existing_route
 from arctic.api.validation import json_body, load
 from arctic.auth import scopes as scope_rules
 from arctic.domain import precedence
-from arctic.errors import AlreadyExists, ApiError, InvalidRequest, MissingField, NotFound
+from arctic.errors import ApiError, InvalidRequest, MissingField
 from arctic.logs import get_logger
 from arctic.store import repository as repo
 from arctic.timeutil import to_rfc3339
@@ -99,6 +100,14 @@ def load_route_batch(data: dict) -> list[dict]:
     return routes
 
 
+def load_route_update(data: dict) -> dict:
+    """The body of a (partial) route update: valid and not empty."""
+    body = load(RouteUpdate(), data, partial=True)
+    if not body:
+        raise InvalidRequest("nothing to update: give priority, source_cidr and/or dest_cidr")
+    return body
+
+
 def merged_route(current, body: dict) -> dict:
     """A route after a (partial) update, checked like a new one."""
     merged = {"priority": current.priority, "source_cidr": current.source_cidr, "dest_cidr": current.dest_cidr} | body
@@ -129,22 +138,16 @@ def list_routes(service_id: str):
 @bp.post("/v1/services/<service_id>/routes")
 @endpoint("Add routes to a service (all or nothing)", scope=scope_rules.SERVICES_WRITE, body=RoutesAdd,
           response=RoutesAdded, status=201, write=True, errors=(400, 404, 409, 422))
-def add_routes(service_id: str):
+@owner_answers(service_owner, parse=lambda: load_route_batch(json_body()))
+def add_routes(service_id: str, body: list[dict]):
     runtime = agent()
-    routes = load_route_batch(json_body())
-    forwarded = forward_to(find_service(service_id).source_peer_id)
-    if forwarded is not None:
-        return forwarded
     now = to_rfc3339(runtime.clock())
     with runtime.db.write() as tx:
         service = find_service(service_id, tx)
+        catalog = StoreCatalog(tx)
         ids = []
-        for route in routes:
-            existing = repo.find_route_by_match(tx, service.id, route.get("source_cidr"), route.get("dest_cidr"))
-            if existing is not None:
-                raise AlreadyExists(f"route {existing} of {service.id} already matches source "
-                                    f"{route.get('source_cidr') or 'any'} / destination "
-                                    f"{route.get('dest_cidr') or 'any'}; update it instead")
+        for route in body:
+            check_route_pair_free(catalog, service.id, route)
             ids.append(repo.insert_route(tx, service.id, route["priority"], route.get("source_cidr"),
                                          route.get("dest_cidr"), route_seq(), now))
     log.info("routes added", service_id=service.id, route_ids=ids)
@@ -154,24 +157,13 @@ def add_routes(service_id: str):
 @bp.put("/v1/services/<service_id>/routes/<int:route_id>")
 @endpoint("Update a route (partial)", scope=scope_rules.SERVICES_WRITE, body=RouteUpdate, response=RouteSchema,
           write=True, errors=(400, 404, 409, 422))
-def update_route(service_id: str, route_id: int):
+@owner_answers(service_owner, parse=lambda: load_route_update(json_body()))
+def update_route(service_id: str, route_id: int, body: dict):
     runtime = agent()
-    body = load(RouteUpdate(), json_body(), partial=True)
-    if not body:
-        raise InvalidRequest("nothing to update: give priority, source_cidr and/or dest_cidr")
-    forwarded = forward_to(find_service(service_id).source_peer_id)
-    if forwarded is not None:
-        return forwarded
     with runtime.db.write() as tx:
         service = find_service(service_id, tx)
-        current = repo.get_route(tx, service.id, route_id)
-        if current is None:
-            raise NotFound(f"route {route_id} not found in {service.id} "
-                           f"(list them with 'arctic routes list --service {service.id}')")
-        merged = merged_route(current, body)
-        clash = repo.find_route_by_match(tx, service.id, merged["source_cidr"], merged["dest_cidr"])
-        if clash is not None and clash != route_id:
-            raise AlreadyExists(f"route {clash} of {service.id} already has these CIDRs")
+        merged = merged_route(existing_route(service, route_id), body)
+        check_route_pair_free(StoreCatalog(tx), service.id, merged, route_id=route_id)
         repo.update_route(tx, service.id, route_id, body, to_rfc3339(runtime.clock()))
         updated = repo.get_route(tx, service.id, route_id)
     log.info("route updated", service_id=service.id, route_id=route_id, fields=sorted(body))
@@ -180,14 +172,11 @@ def update_route(service_id: str, route_id: int):
 
 @bp.delete("/v1/services/<service_id>/routes/<int:route_id>")
 @endpoint("Delete a route", scope=scope_rules.SERVICES_WRITE, write=True, errors=(404,))
+@owner_answers(service_owner)
 def delete_route(service_id: str, route_id: int):
     runtime = agent()
-    forwarded = forward_to(find_service(service_id).source_peer_id)
-    if forwarded is not None:
-        return forwarded
     with runtime.db.write() as tx:
         service = find_service(service_id, tx)
-        if not repo.delete_route(tx, service.id, route_id):
-            raise NotFound(f"route {route_id} not found in {service.id}")
+        repo.delete_route(tx, service.id, existing_route(service, route_id).id)
     log.info("route deleted", service_id=service.id, route_id=route_id)
     return {"deleted": True, "service_id": service.id, "id": route_id}

@@ -15,15 +15,15 @@ from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from arctic.api.endpoint import agent, endpoint
 from arctic.api.fields import InterfaceCidr, StrictBoolean, StrictInteger, StrictString
-from arctic.api.forwarding import forward_to
+from arctic.api.forwarding import owner_answers, service_owner
 from arctic.api.lookup import find_peer, find_service, parse_bool_arg
 from arctic.api.observations import INTERFACE_STATES, with_peer_observations
 from arctic.api.routes import RouteSchema
-from arctic.api.rules import check_desired_addresses_free
+from arctic.api.rules import StoreCatalog, check_desired_addresses_free, check_name_free, check_service_limit
 from arctic.api.validation import json_body, load
 from arctic.auth import scopes as scope_rules
 from arctic.cluster import limits
-from arctic.errors import AlreadyExists, InvalidRequest
+from arctic.errors import InvalidRequest
 from arctic.ids import new_id, parse_id
 from arctic.logs import get_logger
 from arctic.store import repository as repo
@@ -170,29 +170,29 @@ def get_service(service_id: str):
     return with_peer_observations([find_service(service_id).to_api(with_routes=True)])[0]
 
 
+def _source_of(body: dict) -> str:
+    """A create's source peer as given: the body's, or this agent's (the one the caller asked)."""
+    return body.get("source_peer_id") or agent().local_peer_id
+
+
 @bp.post("/v1/services")
 @endpoint("Create a service", scope=scope_rules.SERVICES_WRITE, body=ServiceCreate, response=ServiceSchema,
           status=201, write=True, errors=(400, 404, 409, 422))
-def create_service():
+@owner_answers(lambda body: find_peer(_source_of(body), field="source peer").id,
+               parse=lambda: load(ServiceCreate(), json_body()))
+def create_service(body: dict):
     runtime = agent()
-    body = load(ServiceCreate(), json_body())
     svc = {**DEFAULTS, **body}
-    svc["source_peer_id"] = body.get("source_peer_id") or runtime.local_peer_id
-    owner = find_peer(svc["source_peer_id"], field="source peer").id
-    forwarded = forward_to(owner)
-    if forwarded is not None:
-        return forwarded
+    svc["source_peer_id"] = _source_of(body)
 
     def check_new_service(conn) -> None:
+        catalog = StoreCatalog(conn)
         svc["source_peer_id"] = find_peer(svc["source_peer_id"], conn, "source peer").id
         svc["target_peer_id"] = find_peer(svc["target_peer_id"], conn, "target peer").id
         check_service_rules(svc)
-        if svc["name"] and repo.find_service_by_name(conn, svc["name"]):
-            raise AlreadyExists(f"a service named {svc['name']!r} already exists")
-        check_desired_addresses_free(svc, conn=conn)
-        used, limit = repo.count_services(conn), runtime.licence.max_services
-        if used >= limit:
-            raise limits.SERVICE.refusal(used, limit)
+        check_name_free(catalog, svc["name"])
+        check_desired_addresses_free(catalog, svc)
+        check_service_limit(catalog)
 
     # Validate, then take a slot cluster-wide (the licence limit holds across agents, see
     # cluster/limits.py), then re-check and insert: no network call runs inside the write transaction.
@@ -210,18 +210,15 @@ def create_service():
 @bp.put("/v1/services/<service_id>")
 @endpoint("Update a service (partial)", scope=scope_rules.SERVICES_WRITE, body=ServiceUpdate,
           response=ServiceSchema, write=True, errors=(400, 404, 409, 422))
-def update_service(service_id: str):
+@owner_answers(service_owner, parse=lambda: load(ServiceUpdate(), json_body(), partial=True))
+def update_service(service_id: str, body: dict):
     runtime = agent()
-    body = load(ServiceUpdate(), json_body(), partial=True)
-    forwarded = forward_to(find_service(service_id).source_peer_id)
-    if forwarded is not None:
-        return forwarded
     with runtime.db.write() as tx:
         current = find_service(service_id, tx)
         body = checked_update(current, body)
-        if body.get("name") and body["name"] != current.name and repo.find_service_by_name(tx, body["name"]):
-            raise AlreadyExists(f"a service named {body['name']!r} already exists")
-        check_desired_addresses_free(vars(current) | body, current=current, conn=tx)
+        catalog = StoreCatalog(tx)
+        check_name_free(catalog, body.get("name"), current=current)
+        check_desired_addresses_free(catalog, vars(current) | body, current=current)
         repo.update_service(tx, current.id, body, to_rfc3339(runtime.clock()))
         updated = repo.get_service(tx, current.id)
     log.info("service updated", service_id=current.id, fields=sorted(body))
@@ -230,11 +227,9 @@ def update_service(service_id: str):
 
 @bp.delete("/v1/services/<service_id>")
 @endpoint("Delete a service and all its routes", scope=scope_rules.SERVICES_WRITE, write=True, errors=(404,))
+@owner_answers(service_owner, local_if_owner_left=True)
 def delete_service(service_id: str):
     runtime = agent()
-    forwarded = forward_to(find_service(service_id).source_peer_id, local_if_owner_left=True)
-    if forwarded is not None:
-        return forwarded
     with runtime.db.write() as tx:
         current = find_service(service_id, tx)
         repo.delete_service(tx, current.id)

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from arctic.config import AgentConfig
-from arctic.daemon.rendering import DATAPLANE_CONFIG, STATS_FILE
 from arctic.logs import get_logger
+from arctic.netconf.rendering import DATAPLANE_CONFIG, STATS_FILE
 from arctic.procinfo import is_same_process, process_start_time
 
 log = get_logger("tproxymgr")

@@ -8,24 +8,31 @@ When it runs
     state to reach.
 
 What a run does, in order
-    1. ``DesiredState`` for THIS peer (``rendering.load_view``) -> ``netconf.Reconciler.apply``: nft table,
-       policy routing, service interfaces, sysctls (only what differs; drift is repaired);
+    1. ``DesiredState`` for THIS peer (``netconf.rendering.load_view``) -> ``netconf.Reconciler.apply``: nft table,
+       policy routing, service interfaces, sysctls (only what differs; drift is repaired; a second plan must then
+       be empty, else the section is logged and named in the report's ``unconverged``);
     2. shaping with ``QosManager`` for every service of this peer, towards its other peer (both directions hold
-       the limit because each peer shapes what it sends); the slot priorities go into the data-plane config;
+       the limit because each peer shapes what it sends), then read back from the kernel (the same self-check);
+       the slot priorities go into the data-plane config;
     3. the observed service interfaces (name, MAC, addresses) are written back into the ``interface_*`` columns
        (local observations: written without marking the record changed, so they are never replicated);
     4. the data-plane JSON config is rendered and, when it changed, written atomically and the data plane told
        to reload (SIGHUP; its established connections are untouched).
     A failure in one step is logged and reported (``GET /v1/plan``, readiness) and the other steps still run.
 
-``preview`` renders the same things without applying them (``/v1/plan``); ``offline_reconciler`` gives a
-reconciler that sees an empty kernel, for agents with ``apply_kernel: false``.
+Failures
+    A refused desired state (``DesiredStateError``) is permanent: reported, and not tried again until something
+    changes (or the periodic run). A failed ``nft``/``tc``/netlink call is temporary (``NetconfError.temporary``,
+    ``QosError.temporary``), and so is a run that raised: the loop runs again after 0.5, 1, 2, 4, 8 s (capped,
+    reset by a run without one) instead of waiting for the next poke or the periodic run.
+
+Everything kernel-shaped lives in ``arctic.netconf``: rendering (``netconf.rendering``), the reconciler and its
+ports, shaping, and the dry run (``netconf.preview``), which ``preview`` here feeds with what this worker applied.
 """
 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import threading
 import time
@@ -38,17 +45,18 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
 
 from arctic.config import AgentConfig
-from arctic.daemon import rendering
 from arctic.daemon.dataplane_supervisor import DataplaneSupervisor
 from arctic.fileutil import replace_private_file
 from arctic.logs import get_logger
-from arctic.netconf.applier import KernelApplier
+from arctic.netconf import rendering
+from arctic.netconf.applier import LinuxKernel
 from arctic.netconf.errors import DesiredStateError, NetconfError
 from arctic.netconf.interfaces import InterfaceStatus
-from arctic.netconf.policy import PolicyState
-from arctic.netconf.qos import QosError, QosManager, ServiceLink
+from arctic.netconf.preview import Preview, dataplane_text, preview
+from arctic.netconf.qos import QosError, QosManager, ServiceLink, group_by_interface, qos_text
 from arctic.netconf.qos_kernel import TcKernel
-from arctic.netconf.reconciler import Plan, Reconciler
+from arctic.netconf.reconciler import Reconciler
+from arctic.netconf.textdiff import unified
 from arctic.store.database import Database
 
 log = get_logger("netmgr")  # the reconcile runs: network configuration as a whole
@@ -59,6 +67,7 @@ WATCHED_KINDS = frozenset({"services", "routes", "peers", "meta"})
 DEBOUNCE_SECONDS = 0.15
 LIVE_RECHECK_SECONDS = 2.0  # while the nft table stays only for live connections: how often to look again
 LEASE_RECHECK_SECONDS = 1.0  # first re-check while a DHCP lease is awaited; doubles up to reconcile_interval
+RETRY_SECONDS = (0.5, 1.0, 2.0, 4.0, 8.0)  # after a temporary failure: the next runs' delays (the last repeats)
 
 
 @dataclass
@@ -72,11 +81,14 @@ class RunReport:
     actions: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     dataplane_config_changed: bool = False
+    temporary: bool = False  # an error may pass by itself (a failed nft/tc/netlink call): the worker retries soon
+    unconverged: list[str] = field(default_factory=list)  # sections a second plan right after applying still changes
 
     def to_dict(self) -> dict[str, Any]:
         return {"reason": self.reason, "at": round(self.started_at, 3), "seconds": round(self.seconds, 3),
                 "services": self.services, "actions": self.actions, "errors": self.errors,
-                "dataplane_config_changed": self.dataplane_config_changed}
+                "dataplane_config_changed": self.dataplane_config_changed, "retrying": self.temporary,
+                "unconverged": self.unconverged}
 
 
 class ReconcileMetrics:
@@ -124,119 +136,6 @@ class ReconcileMetrics:
             yield from metric.collect()
 
 
-@dataclass
-class Preview:
-    """Everything a run would produce, rendered but not applied, and its diff against what is applied."""
-
-    plan: Plan
-    qos: str
-    dataplane: dict[str, Any]
-    diff: str
-    qos_changed: bool
-    dataplane_changed: bool
-
-    @property
-    def changed(self) -> bool:
-        return self.plan.changed or self.qos_changed or self.dataplane_changed
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"nftables": self.plan.nftables, "policy": self.plan.policy, "interfaces": self.plan.interfaces,
-                "qos": self.qos, "dataplane": self.dataplane, "diff": self.diff, "changed": self.changed,
-                "changes": dict(self.plan.changes) | {"qos": self.qos_changed, "dataplane": self.dataplane_changed},
-                "drift": self.plan.drift, "interface_errors": self.plan.errors, "nft_error": self.plan.nft_error}
-
-
-def qos_text(links: list[ServiceLink]) -> str:
-    """Shaping as reviewable lines (one per limited service); the tc details live in ``netconf.qos``."""
-    return "".join(f"shape {link.service_id} towards {link.peer_address}: {link.rate_mbps} Mbit/s each way\n"
-                   for link in sorted(links, key=lambda x: x.service_id) if link.rate_mbps > 0)
-
-
-def dataplane_text(doc: dict[str, Any] | None) -> str:
-    return "" if doc is None else json.dumps(doc, indent=1, sort_keys=True) + "\n"
-
-
-def unified(name: str, before: str, after: str) -> str:
-    if before == after:
-        return ""
-    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
-                                        fromfile=f"a/{name} (applied)", tofile=f"b/{name} (desired)"))
-
-
-def preview(reconciler: Reconciler, view: rendering.LocalView, config: AgentConfig, *,
-            priorities: dict[str, list[int]], bind_addresses: dict[str, str | None], qos_before: str,
-            dataplane_before: dict[str, Any] | None, proxied_connections: bool = False) -> Preview:
-    """Render ``view`` for this peer and diff it against what is applied. Raises ``DesiredStateError``."""
-    plan = reconciler.plan(rendering.desired_state(view, config, proxied_connections=proxied_connections))
-    qos = qos_text(rendering.qos_links(view))
-    doc = rendering.dataplane_config(view, config, priorities=priorities, bind_addresses=bind_addresses)
-    qos_diff = unified("qos", qos_before, qos)
-    dataplane_diff = unified("dataplane", dataplane_text(dataplane_before), dataplane_text(doc))
-    return Preview(plan, qos, doc, plan.diff + qos_diff + dataplane_diff, bool(qos_diff), bool(dataplane_diff))
-
-
-def compare(before: Preview, after: Preview) -> str:
-    """Unified diff between two renderings (used where nothing is applied to compare with)."""
-    sections = (("nftables", before.plan.nftables, after.plan.nftables),
-                ("policy-routing", before.plan.policy, after.plan.policy),
-                ("interfaces (netplan)", before.plan.interfaces, after.plan.interfaces),
-                ("qos", before.qos, after.qos),
-                ("dataplane", dataplane_text(before.dataplane), dataplane_text(after.dataplane)))
-    return "".join(unified(name, old, new) for name, old, new in sections)
-
-
-# --- a kernel that has nothing in it: dry runs on agents that do not touch the kernel -----------------------------
-
-class _EmptyNft:
-    def list_table(self) -> str | None:
-        return None
-
-    def check(self, script: str) -> str | None:
-        return None
-
-
-class _EmptyPolicy:
-    unavailable_families: set[int] = set()
-
-    def read(self) -> PolicyState:
-        return PolicyState((), ())
-
-
-class _NoDhcp:
-    def running(self, name: str) -> bool:
-        return False
-
-
-class _EmptyInterfaces:
-    dhcp = _NoDhcp()
-
-    def observe(self) -> dict:
-        return {}
-
-    def resolve_parent(self, spec, lan_interface: str | None) -> str:
-        return lan_interface or "(parent chosen when applied)"
-
-    def status(self, spec, error=None, observed=None) -> InterfaceStatus:
-        return InterfaceStatus(spec.service_id, spec.name, spec.parent, None, None, None, "missing", spec.dhcp4)
-
-
-class _EmptySysctls:
-    def read(self, name: str) -> str | None:
-        return None
-
-
-class _EmptyKernel:
-    def __init__(self) -> None:
-        self.nft, self.policy, self.interfaces, self.sysctls = (_EmptyNft(), _EmptyPolicy(), _EmptyInterfaces(),
-                                                                _EmptySysctls())
-
-
-def offline_reconciler() -> Reconciler:
-    """A reconciler for ``plan`` only, against an empty kernel (``apply_kernel: false``): it never reads or
-    changes the host's network state."""
-    return Reconciler(_EmptyKernel())
-
-
 # --- the worker ------------------------------------------------------------------------------------------------------
 
 class ReconcileWorker:
@@ -247,13 +146,14 @@ class ReconcileWorker:
         self.config: AgentConfig = runtime.config
         self.supervisor = supervisor
         state_dir = Path(self.config.data_dir) / "netconf"
-        self.reconciler = reconciler or Reconciler(KernelApplier(dhcp_dir=state_dir / "dhcp"), state_dir=state_dir)
+        self.reconciler = reconciler or Reconciler(LinuxKernel(dhcp_dir=state_dir / "dhcp"), state_dir=state_dir)
         self.qos = qos or QosManager()
         self.tc = tc or TcKernel()
         self.dataplane_path = Path(self.config.data_dir) / rendering.DATAPLANE_CONFIG
         self.last: RunReport | None = None
         self.metrics = ReconcileMetrics()
-        self._qos_applied = ""
+        self._qos_links: list[ServiceLink] = []  # what the last run shaped (names the class blocks a preview reads)
+        self._qos_readback: str | None = None  # the shaping read from the kernel right after the last apply
         self._shaped: dict[str, int] | None = None  # service -> Mbit/s the kernel shapes it at (logged on change)
         self._dataplane_services: dict[str, dict] = self._written_services()
         self._bind_addresses: dict[str, str | None] = {}
@@ -265,6 +165,7 @@ class ReconcileWorker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._reasons: list[str] = []
+        self._retries = 0  # temporary failures in a row (index into RETRY_SECONDS)
         self._run_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         # Set when the first run of the loop has ended, whatever its outcome (nothing to do before bootstrap, or
@@ -308,8 +209,10 @@ class ReconcileWorker:
 
     def _loop(self) -> None:
         next_periodic = time.monotonic() + self._interval
+        retry_at: float | None = None  # set after a temporary failure: run again then, poked or not
         while not self._stop.is_set():
-            self._wake.wait(timeout=max(0.05, next_periodic - time.monotonic()))
+            due = next_periodic if retry_at is None else min(retry_at, next_periodic)
+            self._wake.wait(timeout=max(0.05, due - time.monotonic()))
             if self._stop.is_set():
                 return
             if self._wake.is_set():
@@ -317,21 +220,38 @@ class ReconcileWorker:
                 self._wake.clear()
                 reasons, self._reasons = self._reasons, []
                 reason = "; ".join(dict.fromkeys(reasons)) or "poked"
+            elif retry_at is not None and time.monotonic() >= retry_at:
+                reason = f"retry after a temporary failure ({self._retries} in a row)"
             elif time.monotonic() >= next_periodic:
                 reason = "periodic drift check"
             else:
                 continue
             try:
-                self.run_once(reason)
+                report = self.run_once(reason)
                 self.failure = None
+                temporary = report is not None and report.temporary
             except Exception as err:  # the worker must survive anything one run throws
                 self.failure = f"{type(err).__name__}: {err}"
                 log.exception("reconcile run failed", reason=reason)
+                temporary = True  # a netlink or subprocess call that raised: as likely to pass as a refused one
             finally:
                 self.first_run_done.set()
+            delay = self._after_run(temporary)
+            retry_at = None if delay is None else time.monotonic() + delay
             # a table kept only for live connections goes once they have ended: look again soon, not in 30 s
             next_periodic = time.monotonic() + (min(self._interval, LIVE_RECHECK_SECONDS) if self._kept_for_live
                                                 else self._interval)
+
+    def _after_run(self, temporary: bool) -> float | None:
+        """The back-off after a run: seconds until the retry of a temporary failure, None when there is none."""
+        if not temporary:
+            self._retries = 0
+            return None
+        delay = min(RETRY_SECONDS[min(self._retries, len(RETRY_SECONDS) - 1)], self._interval)
+        self._retries += 1
+        log.warning("temporary failure; reconciling again soon", retry_in_seconds=delay,
+                    failures_in_a_row=self._retries)
+        return delay
 
     # --- one run -------------------------------------------------------------------------------------------------
 
@@ -386,11 +306,14 @@ class ReconcileWorker:
             return None
         except NetconfError as err:  # nft refused: everything else converged, the previous table stays
             report.errors.append(str(err))
-            plan = self.reconciler.last_plan
-            if plan is None:
+            report.temporary |= err.temporary
+            last = self.reconciler.last_plan
+            if last is None:
                 return None
+            plan = last
         report.actions += plan.actions
         report.errors += [f"interface of {sid}: {msg}" for sid, msg in sorted(plan.errors.items())]
+        report.unconverged += plan.unconverged
         return plan.interface_status
 
     def _proxied_connections(self) -> bool:
@@ -403,28 +326,44 @@ class ReconcileWorker:
 
     def _apply_qos(self, view: rendering.LocalView, report: RunReport) -> dict[str, list[int]]:
         links = rendering.qos_links(view)
-        by_dev: dict[str, dict[str, int]] = {}
-        dev_of: dict[str, str] = {}  # one route lookup per peer address, not per service
-        for link in links:
-            try:
-                if link.peer_address not in dev_of:
-                    dev_of[link.peer_address] = self.tc.route_dev(link.peer_address)
-                dev = dev_of[link.peer_address]
-            except QosError as err:
-                report.errors.append(f"shaping of {link.service_id}: {err}")
-                qlog.error("cannot shape service: no route to its other peer", service_id=link.service_id,
-                           error=str(err))
-                continue
-            by_dev.setdefault(dev, {})[link.service_id] = link.rate_mbps
+        unrouted: dict[str, QosError] = {}
+        try:
+            by_dev = group_by_interface(links, self.tc, unrouted=unrouted)
+        except QosError as err:  # not a route lookup (those land in ``unrouted``): ip itself failed
+            report.errors.append(f"shaping: {err}")
+            report.temporary |= err.temporary
+            return self.qos.priorities()
+        for sid, why in sorted(unrouted.items()):
+            report.errors.append(f"shaping of {sid}: {why}")
+            report.temporary |= why.temporary
+            qlog.error("cannot shape service: no route to its other peer", service_id=sid, error=str(why))
+        shaped = [link for link in links if link.service_id not in unrouted]
+        self._qos_links = shaped
         try:
             summary = self.qos.apply(by_dev)
             report.actions += [f"tc {dev}: {json.dumps(changes, sort_keys=True)}" for dev, changes in summary.items()]
         except QosError as err:
             report.errors.append(f"shaping: {err}")
+            report.temporary |= err.temporary
         else:
             self._log_shaping({sid: rate for rates in by_dev.values() for sid, rate in rates.items()})
-        self._qos_applied = qos_text([x for x in links if any(x.service_id in s for s in by_dev.values())])
+            self._check_shaping(shaped, report)
         return self.qos.priorities()
+
+    def _check_shaping(self, shaped: list[ServiceLink], report: RunReport) -> None:
+        """Read the shaping back right after applying it: it must be what was rendered (the convergence self-check
+        of the tc section); what was read is what a later preview compares with to name drift."""
+        try:
+            readback = self.qos.installed_text(shaped)
+        except QosError as err:
+            self._qos_readback = None
+            log.warning("shaping could not be read back after applying it", error=str(err))
+            return
+        self._qos_readback = readback
+        if readback != qos_text(shaped):
+            report.unconverged.append("qos")
+            log.warning("not converged: a second plan right after applying still changes a section", section="qos",
+                        diff=unified("qos", readback, qos_text(shaped))[:2000])
 
     def _record_interfaces(self, view: rendering.LocalView, statuses: list[InterfaceStatus],
                            report: RunReport) -> None:
@@ -508,13 +447,26 @@ class ReconcileWorker:
     # --- what /v1/plan and readiness read -------------------------------------------------------------------------
 
     def preview(self, view: rendering.LocalView) -> Preview:
+        """``view`` rendered and diffed against this peer as it is now: the kernel (tc read back too) and the
+        data-plane config on disk."""
         priorities = self.qos.priorities()
         try:
             before = json.loads(self.dataplane_path.read_text())
         except (OSError, ValueError):
             before = None
+        links = rendering.qos_links(view)
+        named = {link.service_id for link in links}
+        qos_drift: list[str] = []
+        try:  # the services of the view, and those shaped last (a service the view drops still has its classes)
+            qos_before = self.qos.installed_text(links + [x for x in self._qos_links if x.service_id not in named])
+        except QosError as err:
+            qos_before = ""
+            qos_drift.append(f"qos: shaping could not be read from the kernel: {err}")
+        else:
+            if self._qos_readback is not None and qos_before != self._qos_readback:
+                qos_drift.append("qos: tc classes were changed outside Arctic")
         return preview(self.reconciler, view, self.config, priorities=priorities,
-                       bind_addresses=dict(self._bind_addresses), qos_before=self._qos_applied,
+                       bind_addresses=dict(self._bind_addresses), qos_before=qos_before, qos_drift=qos_drift,
                        dataplane_before=before, proxied_connections=self._proxied_connections())
 
     def readiness(self) -> dict[str, str]:

@@ -16,5 +16,5 @@ cutting live connections. Map of the package:
 * ``stats``     - the counters file the agent and tests read (also per service: which one carried what).
 
 The agent starts it through ``arctic.daemon.dataplane_supervisor`` and renders its config in
-``arctic.daemon.rendering``.
+``arctic.netconf.rendering``.
 """

@@ -1,7 +1,10 @@
-"""Desired kernel state -> text rendered from ``templates/`` -> applied (nft, pyroute2, tc).
+"""This peer's kernel: desired state -> text rendered from ``templates/`` -> applied (nft, pyroute2, tc), read back.
 
-Data-plane plumbing (this file's neighbours):
+Every kernel section takes one path here: render, read the kernel, diff, apply only what differs (atomically where
+the kernel allows), read back, and check that a second plan is empty. ``api/`` (dry runs) and ``daemon/`` (the
+reconcile worker) call into this package; nothing here imports either.
 
+* ``rendering``   - the store's view of this peer -> ``DesiredState``, shaping links, the data-plane config (pure);
 * ``desired``     - the input: ``DesiredState`` / ``ServiceSpec`` / ``RouteSpec`` (pure dataclasses) + ``validate``;
 * ``constants``   - table, chain, fwmark/mask, routing table, rule priority, interface naming;
 * ``ruleset``     - routes in precedence order -> ``table inet arctic`` (runs of one shape become set lookups);
@@ -11,10 +14,17 @@ Data-plane plumbing (this file's neighbours):
 * ``interfaces``  - per-service MACVLAN on the target peer (parent choice, static address or DHCP);
 * ``dhcp``, ``dhcp_client`` - one supervised pyroute2 DHCP client per DHCP-addressed service interface;
 * ``netplan``     - persistent YAML for the service interfaces;
-* ``applier``     - ``KernelApplier``: the one object that touches the kernel (caller's network namespace);
-* ``reconciler``  - ``Reconciler``: plan (dry run + diff), apply (only what differs, drift repair), teardown.
-
-Shaping (``qos_*``) lives here too and follows the same render-then-apply pattern.
+* ``ports``       - ``KernelApplier``: the typed ports (nft, policy, interfaces, sysctls, dhcp) the reconciler uses;
+* ``applier``     - ``LinuxKernel``: those ports on this host (caller's network namespace);
+* ``offline``     - ``EmptyKernel`` / ``offline_reconciler``: the same ports on a kernel with nothing in it (dry runs
+  of agents with ``apply_kernel: false``);
+* ``reconciler``  - ``Reconciler``: plan (dry run + diff), apply (only what differs, drift repair, self-check),
+  teardown;
+* ``qos``, ``qos_model``, ``qos_render``, ``qos_kernel`` - shaping, the same way: render (``templates/tc``), read
+  the classes back (``QosManager.installed_text``), apply only what differs;
+* ``preview``     - ``Preview`` / ``preview`` / ``compare``: every section rendered and diffed, never applied;
+* ``textdiff``    - ``unified``: the one diff format of every section;
+* ``errors``      - what can go wrong, each error saying whether it is ``temporary`` (retry) or not.
 """
 
 from .desired import DesiredState, RouteSpec, ServiceSpec

@@ -1,4 +1,5 @@
-"""The one object that touches the kernel: nft, policy routing, sysctls and service interfaces.
+"""``LinuxKernel``: the ``KernelApplier`` (``ports.py``) that touches this host's kernel: nft, policy routing,
+sysctls and service interfaces.
 
 Everything acts on the network namespace of the calling thread (subprocesses inherit it, netlink sockets and
 /proc/sys lookups use it), which is how the lab tests run a real applier inside a namespace.
@@ -19,7 +20,9 @@ from .policy import PolicyRouting
 from .sysctl import PROC_SYS, Sysctls
 
 
-class KernelApplier:
+class LinuxKernel:
+    """The host's kernel, section by section (implements ``ports.KernelApplier``)."""
+
     def __init__(self, *, dhcp_dir: Path | None = None, nft_binary: str | None = None,
                  iproute_factory: Callable[[], Any] = _iproute, sysctl_root: Path = PROC_SYS,
                  warn_log: Any = None) -> None:

@@ -54,6 +54,7 @@ from arctic.logs import get_logger
 
 from .qos_kernel import TcKernel, describe, detect_leaf_qdisc, is_default, is_ours
 from .qos_model import (
+    BLOCK,
     DEFAULT_SLOTS,
     MAX_SLOTS,
     ROOT_HANDLE,
@@ -63,13 +64,24 @@ from .qos_model import (
     check_interface,
     check_rate,
     check_service_id,
+    classid,
     priority_of,
     slot_minors,
 )
-from .qos_render import LeafQdisc, TcPlan, plan_changes, plan_full, plan_rebuild, render_plan, render_qos
+from .qos_render import (
+    HtbClass,
+    LeafQdisc,
+    TcPlan,
+    plan_changes,
+    plan_full,
+    plan_rebuild,
+    render_plan,
+    render_qos,
+    service_classes,
+)
 
 __all__ = [
-    "QosError", "QosManager", "QosService", "ServiceLink", "allocate_class_bases", "group_by_interface",
+    "QosError", "QosManager", "QosService", "ServiceLink", "allocate_class_bases", "group_by_interface", "qos_text",
     "render_qos",
 ]
 
@@ -85,13 +97,43 @@ class ServiceLink:
     rate_mbps: int
 
 
-def group_by_interface(links: Iterable[ServiceLink], kernel: TcKernel | None = None) -> dict[str, dict[str, int]]:
-    """``apply()``'s input: each service under the interface that routes its other peer (``ip route get``)."""
+def group_by_interface(links: Iterable[ServiceLink], kernel: TcKernel | None = None, *,
+                       unrouted: dict[str, QosError] | None = None) -> dict[str, dict[str, int]]:
+    """``apply()``'s input: each service under the interface that routes its other peer (``ip route get``, once per
+    address). With ``unrouted``, a service whose peer has no route is left out and its error recorded there (one
+    bad peer never blocks the others); without, the first such error is raised."""
     kernel = kernel or TcKernel()
     by_dev: dict[str, dict[str, int]] = {}
+    dev_of: dict[str, str | QosError] = {}
     for link in links:
-        by_dev.setdefault(kernel.route_dev(link.peer_address), {})[link.service_id] = link.rate_mbps
+        if link.peer_address not in dev_of:
+            try:
+                dev_of[link.peer_address] = kernel.route_dev(link.peer_address)
+            except QosError as err:
+                dev_of[link.peer_address] = err
+        dev = dev_of[link.peer_address]
+        if isinstance(dev, QosError):
+            if unrouted is None:
+                raise dev
+            unrouted[link.service_id] = dev
+            continue
+        by_dev.setdefault(dev, {})[link.service_id] = link.rate_mbps
     return by_dev
+
+
+def qos_text(links: Iterable[ServiceLink]) -> str:
+    """Shaping as reviewable lines, one per limited service (the tc details are ``qos_render``'s); the form
+    ``QosManager.installed_text`` reads back from the kernel, so the two diff line by line."""
+    return "".join(_shape_line(link.service_id, link.peer_address, f"{link.rate_mbps}")
+                   for link in sorted(links, key=lambda x: x.service_id) if link.rate_mbps > 0)
+
+
+def _shape_line(service: str, towards: str, mbit: str, note: str = "") -> str:
+    return f"shape {service} towards {towards}: {mbit} Mbit/s each way{note}\n"
+
+
+def _mbit(bps: int) -> str:
+    return f"{bps // 1_000_000}" if bps % 1_000_000 == 0 else f"{bps / 1_000_000:.3f}"
 
 
 class QosManager:
@@ -153,6 +195,49 @@ class QosManager:
                     totals[owner[minor]] = totals.get(owner[minor], 0) + count
         return totals
 
+    def installed_text(self, links: Iterable[ServiceLink]) -> str:
+        """The shaping installed in this namespace now, read from the kernel, in ``qos_text``'s form.
+
+        ``links`` name the services (and their other peers) whose class blocks to look for; a block of no such
+        service is shown by its class id. A service's line carries the rate of its service class as installed, and
+        says so when its other classes (flow slots, ceilings, quanta) are not the ones that rate renders to, so a
+        class changed by hand shows in a diff against ``qos_text`` of the desired links. Raises ``QosError``.
+        """
+        links = list(links)
+        with self._lock:
+            known = dict(self._bases)
+            bases = allocate_class_bases({link.service_id for link in links}, keep=known)
+        owner = {base: sid for sid, base in known.items()} | {base: sid for sid, base in bases.items()}
+        towards = {link.service_id: link.peer_address for link in links}
+        lines: list[tuple[str, str]] = []
+        roots = self._kernel.root_qdiscs()
+        for dev in sorted(dev for dev, qdisc in roots.items() if is_ours(qdisc)):
+            blocks: dict[int, list[HtbClass]] = {}
+            for cls in self._kernel.htb_classes(dev):
+                blocks.setdefault(cls.minor - cls.minor % BLOCK, []).append(cls)
+            for base, classes in sorted(blocks.items()):
+                sid = owner.get(base)
+                top = next((c for c in classes if c.minor == base and c.parent_minor is None), None)
+                name = sid or f"(class block {classid(base)} of no service)"
+                where = towards.get(sid, f"? (via {dev})") if sid else dev
+                if top is None:
+                    line = f"shape {name} towards {where}: no service class, {len(classes)} slot classes left\n"
+                else:
+                    line = _shape_line(name, where, _mbit(top.rate_bps), self._class_note(sid, base, top, classes))
+                lines.append((sid or f"~{base:08x}", line))
+        return "".join(line for _, line in sorted(lines))
+
+    def _class_note(self, sid: str | None, base: int, top: HtbClass | None, classes: list[HtbClass]) -> str:
+        """`` (N tc classes differ ...)`` when the block is not what its service class's rate renders to."""
+        if sid is None or top is None or top.rate_bps % 1_000_000:
+            return ""
+        rendered = {c.minor: c for c in service_classes(QosService(sid, top.rate_bps // 1_000_000, base,
+                                                                   self.slots))}
+        have = {c.minor: c for c in classes}
+        differ = sum(1 for m in rendered.keys() | have.keys()
+                     if m not in rendered or m not in have or not rendered[m].same_settings(have[m]))
+        return f" ({differ} tc classes differ from the rendered ones)" if differ else ""
+
     # --- reconciling -----------------------------------------------------------------------------------------
 
     def apply(self, desired_by_interface: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
@@ -172,7 +257,7 @@ class QosManager:
             wanted = {dev for dev, services in desired.items() if any(rate > 0 for rate in services.values())}
             todo = sorted(set(desired) | {dev for dev, q in roots.items() if is_ours(q)})
             summary: dict[str, dict[str, int]] = {}
-            errors: list[str] = []
+            errors: list[QosError] = []
             for dev in todo:
                 services = [QosService(sid, rate, bases[sid], self.slots)
                             for sid, rate in sorted(desired.get(dev, {}).items())]
@@ -180,12 +265,12 @@ class QosManager:
                     plan = self._apply_interface(dev, services, roots.get(dev), dev in wanted)
                 except QosError as err:
                     log.error(f"shaping not applied on {dev}: {err}", interface=dev)
-                    errors.append(f"{dev}: {err}")
+                    errors.append(QosError(f"{dev}: {err}", temporary=err.temporary))
                     continue
                 if plan is not None and not plan.empty:
                     summary[dev] = plan.summary()
             if errors:
-                raise QosError("; ".join(errors))
+                raise QosError("; ".join(map(str, errors)), temporary=any(e.temporary for e in errors))
             return summary
 
     def teardown(self) -> list[str]:
@@ -255,8 +340,9 @@ class QosManager:
             try:
                 restore()
             except QosError as undo:
-                raise QosError(f"{err}; restoring the previous shaping also failed: {undo}") from err
-            raise QosError(f"{err} (the previous shaping of {dev} was restored)") from err
+                raise QosError(f"{err}; restoring the previous shaping also failed: {undo}",
+                               temporary=err.temporary) from err
+            raise QosError(f"{err} (the previous shaping of {dev} was restored)", temporary=err.temporary) from err
         log.info(f"shaping applied on {dev}", interface=dev, limited=[s.service_id for s in services if s.limited],
                  **plan.summary())
         return plan

@@ -36,7 +36,7 @@ def _run(argv: list[str], *, input: str | None = None, timeout: float = TC_TIMEO
     except FileNotFoundError:
         raise QosError(f"{argv[0]!r} is not installed; bandwidth limits need iproute2 (tc, ip)") from None
     except subprocess.TimeoutExpired:
-        raise QosError(f"{' '.join(argv[:3])} did not finish within {timeout:.0f}s") from None
+        raise QosError(f"{' '.join(argv[:3])} did not finish within {timeout:.0f}s", temporary=True) from None
 
 
 def is_ours(qdisc: dict[str, Any] | None) -> bool:
@@ -65,14 +65,14 @@ class TcKernel:
         """Every interface's root qdisc, by interface name."""
         proc = _run([self.tc, "-j", "qdisc", "show"])
         if proc.returncode != 0:
-            raise QosError(f"cannot list qdiscs: {proc.stderr.strip()}")
+            raise QosError(f"cannot list qdiscs: {proc.stderr.strip()}", temporary=True)
         return {q["dev"]: q for q in json.loads(proc.stdout or "[]") if q.get("root") and "dev" in q}
 
     def leaf_qdiscs(self, interface: str) -> dict[int, InstalledLeaf]:
         """Child qdiscs of Arctic classes on ``interface``, by the minor of the class they hang under."""
         proc = _run([self.tc, "-j", "qdisc", "show", "dev", interface])
         if proc.returncode != 0:
-            raise QosError(f"cannot list qdiscs of {interface}: {proc.stderr.strip()}")
+            raise QosError(f"cannot list qdiscs of {interface}: {proc.stderr.strip()}", temporary=True)
         leaves = {}
         for q in json.loads(proc.stdout or "[]"):
             major, _, minor = str(q.get("parent", "")).partition(":")
@@ -106,12 +106,17 @@ class TcKernel:
     def _arctic_classes(self, interface: str) -> list:
         from pyroute2 import IPRoute  # imported lazily: unit tests and the renderer never need netlink
 
-        with IPRoute() as ipr:
-            index = ipr.link_lookup(ifname=interface)
-            if not index:
-                raise QosError(f"interface {interface} does not exist")
-            return [msg for msg in ipr.get_classes(index=index[0])
-                    if msg.get_attr("TCA_KIND") == "htb" and msg["handle"] >> 16 == QDISC_MAJOR]
+        try:
+            with IPRoute() as ipr:
+                index = ipr.link_lookup(ifname=interface)
+                if not index:
+                    raise QosError(f"interface {interface} does not exist")
+                return [msg for msg in ipr.get_classes(index=index[0])
+                        if msg.get_attr("TCA_KIND") == "htb" and msg["handle"] >> 16 == QDISC_MAJOR]
+        except QosError:
+            raise
+        except Exception as err:  # pyroute2's NetlinkError and socket errors: a netlink call that may pass
+            raise QosError(f"cannot read the tc classes of {interface}: {err}", temporary=True) from err
 
     # --- writing -------------------------------------------------------------------------------------------------
 
@@ -120,12 +125,13 @@ class TcKernel:
         proc = _run([self.tc, "-batch", "-"], input=text)
         if proc.returncode != 0:
             detail = " ".join((proc.stderr or proc.stdout).split()) or f"exit status {proc.returncode}"
-            raise QosError(f"tc -batch failed: {detail}")
+            raise QosError(f"tc -batch failed: {detail}", temporary=True)
 
     def delete_root(self, interface: str) -> None:
         proc = _run([self.tc, "qdisc", "del", "dev", interface, "root"])
         if proc.returncode != 0:
-            raise QosError(f"cannot remove Arctic's root qdisc from {interface}: {proc.stderr.strip()}")
+            raise QosError(f"cannot remove Arctic's root qdisc from {interface}: {proc.stderr.strip()}",
+                           temporary=True)
 
     def route_dev(self, address: str) -> str:
         """The interface that routes ``address`` (the other peer's tunnel address) in this namespace."""

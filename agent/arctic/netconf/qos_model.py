@@ -56,7 +56,16 @@ _SERVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")  # ids end up i
 
 
 class QosError(RuntimeError):
-    """Shaping could not be configured as asked; the message says what to fix and nothing was left half-done."""
+    """Shaping could not be configured as asked; the message says what to fix and nothing was left half-done.
+
+    ``temporary``: a ``tc``/``ip`` call failed in a way that may pass (a busy kernel, a timeout), so the caller
+    should try again soon; False for what only a change of input or host fixes (bad input, a foreign root qdisc,
+    no route to the peer, iproute2 missing).
+    """
+
+    def __init__(self, message: str, *, temporary: bool = False) -> None:
+        super().__init__(message)
+        self.temporary = temporary
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,9 @@ dry run). ``apply(desired)`` does the same and then converges each part:
 4. sysctls, recorded so they can be put back,
 5. the netplan file, when configured.
 
+After an apply that changed something, a second plan must come out empty (``unconverged`` names the sections
+that do not, logged under ``netmgr``).
+
 Drift repair is the same call: ``apply`` compares against the *kernel* (nft listing vs. what it listed right after
 our last apply; rules, routes, links and addresses read over netlink), so a deleted table, rule or interface is
 noticed and put back on the next periodic run. ``teardown`` removes everything Arctic owns.
@@ -18,7 +21,6 @@ Logs: nftables under subsystem ``fwmgr``; interfaces, rules, routes and sysctls 
 
 from __future__ import annotations
 
-import difflib
 import threading
 import time
 from collections.abc import Callable
@@ -35,8 +37,10 @@ from .desired import DesiredState, empty
 from .errors import InterfaceError, NftError
 from .interfaces import InterfaceSpec, InterfaceStatus, ObservedInterface, interface_specs
 from .netplan import render_netplan
-from .policy import PolicySpec, policy_spec, spec_lines
+from .policy import LocalRoute, PolicySpec, RuleEntry, policy_spec, spec_lines
+from .ports import KernelApplier
 from .state import StateStore
+from .textdiff import unified
 
 NFT_APPLIED = "nftables.applied.nft"
 NFT_READBACK = "nftables.readback.nft"
@@ -60,6 +64,7 @@ class Plan:
     interface_status: list[InterfaceStatus] = field(default_factory=list)
     nft_seconds: float | None = None
     nft_error: str | None = None  # what nft said about the transaction (``plan(check=True)`` or a failed apply)
+    unconverged: list[str] = field(default_factory=list)  # sections a second plan right after ``apply`` still changes
 
     @property
     def changed(self) -> bool:
@@ -88,7 +93,7 @@ class _Work:
 
 
 class Reconciler:
-    def __init__(self, applier: Any, log: Callable[[str], Any] = get_logger, *, state_dir: Path | None = None,
+    def __init__(self, applier: KernelApplier, log: Callable[[str], Any] = get_logger, *, state_dir: Path | None = None,
                  netplan_path: Path | None = None) -> None:
         self.applier = applier
         self.fw_log = log("fwmgr")
@@ -148,6 +153,8 @@ class Reconciler:
                 plan.actions += self._log_changes([f"wrote {self.netplan_path}"])
             plan.interface_status = self._statuses(work.specs, plan.errors)
             plan.applied = True
+            if plan.changed and nft_error is None and not plan.errors:
+                plan.unconverged = self._self_check(desired)
             self.last_plan = plan
             if nft_error is not None:
                 raise nft_error
@@ -170,6 +177,17 @@ class Reconciler:
         with self._lock:
             specs = self._resolve(interface_specs(desired), desired.lan_interface, {})
             return self._statuses(specs, {})
+
+    def _self_check(self, desired: DesiredState) -> list[str]:
+        """The convergence self-check: right after an apply, a second plan must be empty. Returns (and logs under
+        ``netmgr``) the sections it still changes: a kernel that does not keep what it was given, or a renderer and
+        a reader that disagree; either way the next run would apply it again."""
+        again = self._plan(desired).plan
+        sections = [name for name, changed in again.changes.items() if changed]
+        for name in sections:
+            self.net_log.warning("not converged: a second plan right after applying still changes a section",
+                                 section=name, drift=again.drift, diff=again.diff[:2000])
+        return sections
 
     # --- planning -----------------------------------------------------------------------------------------------
 
@@ -203,9 +221,10 @@ class Reconciler:
         policy_before = "".join(f"{ln}\n" for ln in pstate.lines() + sysctl.lines(current_sysctls))
         policy_after = "".join(f"{ln}\n" for ln in spec_lines(pspec) + sysctl.lines(wanted))
         # Entries of a family the host cannot do (IPv6 disabled) and no service requires are not "missing".
-        skip = getattr(self.applier.policy, "unavailable_families", set()) - set(pspec.required_families)
-        want_entries = {e for e in (*pspec.rules, *pspec.routes) if e.family not in skip}
-        have_entries = set(pstate.rules) | set(pstate.routes)
+        skip = self.applier.policy.unavailable_families - set(pspec.required_families)
+        wanted_entries: list[RuleEntry | LocalRoute] = [*pspec.rules, *pspec.routes]
+        want_entries = {e for e in wanted_entries if e.family not in skip}
+        have_entries: set[RuleEntry | LocalRoute] = set(pstate.rules) | set(pstate.routes)
         policy_changed = (want_entries != have_entries
                           or any(current_sysctls[k] != v for k, v in wanted.items())
                           or any(k not in wanted for k in record))
@@ -221,9 +240,9 @@ class Reconciler:
                               or any(d.startswith("interface") for d in drift))
 
         diff = "".join([
-            _diff("nftables", nft_before, table_text),
-            _diff("policy-routing", policy_before, policy_after),
-            _diff("interfaces (netplan)", interfaces_before, interfaces_after),
+            unified("nftables", nft_before, table_text),
+            unified("policy-routing", policy_before, policy_after),
+            unified("interfaces (netplan)", interfaces_before, interfaces_after),
         ])
         plan = Plan(nftables=table_text, nft_script=rs.render_script(ruleset), policy=policy_after,
                     interfaces=interfaces_after, diff=diff,
@@ -234,7 +253,7 @@ class Reconciler:
     def _known_conflicts(self, desired: DesiredState) -> dict[str, str]:
         """Address conflicts the last apply found, for services still wanted: a dry run must not probe the LAN,
         but it should say why an address it shows as missing is missing."""
-        known = getattr(self.applier.interfaces, "conflicts", {})
+        known = self.applier.interfaces.conflicts
         wanted = {s.id for s in desired.interface_services()}
         return {sid: msg for sid, msg in known.items() if sid in wanted}
 
@@ -307,10 +326,3 @@ def _spec_from_observed(obs: ObservedInterface) -> InterfaceSpec:
     v6 = [a for a in static if ":" in a]
     return InterfaceSpec(obs.service_id, obs.name, obs.mac or "", v4[0] if v4 else None, v6[0] if v6 else None,
                          obs.parent)
-
-
-def _diff(name: str, before: str, after: str) -> str:
-    if before == after:
-        return ""
-    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
-                                        fromfile=f"a/{name} (applied)", tofile=f"b/{name} (desired)"))

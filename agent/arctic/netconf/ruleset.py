@@ -18,6 +18,11 @@ set lookup:
 
 Measured on this machine: 10,000 routes apply in ~0.1 s and the connection rate stays at ~1.0x of 10 routes.
 Every rule and element carries a comment starting with ``arctic`` naming the service and route.
+
+This module decides *what* the table holds, as plain data (``RuleSpec``, ``SetSpec``, ``SetElement``,
+``RouteEntry``: families, prefixes, set keys, verdict kind and port, the routes behind each rule). How that is
+written in nft syntax (keywords, set types, prefixes, the mark statement, the first-SYN test, comments) lives in
+``templates/nftables.nft.j2`` only, as tc's grammar lives in ``templates/tc/``.
 """
 
 from __future__ import annotations
@@ -41,16 +46,9 @@ from .desired import DesiredState, RouteSpec, route_family, validate
 
 TEMPLATE = "nftables.nft.j2"
 SET_THRESHOLD = 2  # runs of at least this many distinct routes become a set lookup
-
-_FAMILY = {4: ("ip", "ipv4_addr", "IPv4"), 6: ("ip6", "ipv6_addr", "IPv6")}
-_CLASS_NAMES = {0: "source+destination", 1: "source-only", 2: "destination-only"}
+TPROXY = "tproxy"  # the verdict kind of every route rule: divert to the data plane's listener
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def _addr(net: Network) -> str:
-    """How nft prints a prefix: host prefixes (/32, /128) without the length."""
-    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
 
 
 @dataclass(frozen=True)
@@ -74,26 +72,46 @@ class RouteEntry:
                 self.source.prefixlen if self.source else 0)
 
     @property
-    def comment(self) -> str:
-        return f"{NFT_COMMENT_PREFIX} {self.service_id} route {self.route_id}"
-
-    @property
     def key(self) -> tuple[str | None, str | None]:
         return (self.source and str(self.source), self.dest and str(self.dest))
 
 
 @dataclass(frozen=True)
+class SetElement:
+    """One route in a set: its prefixes in the set's key order, and the route (for the element's comment)."""
+
+    prefixes: tuple[Network, ...]
+    route: RouteEntry
+
+
+@dataclass(frozen=True)
 class SetSpec:
+    """An interval set holding one run's routes, keyed by their source prefix, their destination prefix, or both
+    (concatenated, source first)."""
+
     name: str
-    type: str
-    elements: tuple[tuple[str, str], ...]  # (element text, comment)
+    family: int  # 4 or 6
+    source_len: int | None  # the source prefix length of every element; None: not keyed by source
+    dest_len: int | None  # likewise for the destination
+    elements: tuple[SetElement, ...]
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """What an element holds, in order: ("source", "dest"), ("source",) or ("dest",)."""
+        return tuple(k for k, n in (("source", self.source_len), ("dest", self.dest_len)) if n is not None)
 
 
 @dataclass(frozen=True)
 class RuleSpec:
-    match: str
-    verdict: str
-    comment: str
+    """One route rule of the chain: the addresses it matches (its prefixes, or a lookup in ``lookup``) and its
+    verdict. ``routes`` are the routes it stands for, in precedence order; its comment names them."""
+
+    family: int  # 4 or 6
+    source: Network | None  # a plain rule's prefixes (None: any); both None for a set rule
+    dest: Network | None
+    lookup: SetSpec | None  # a set rule: the set the packet's addresses are looked up in
+    verdict: str  # TPROXY
+    port: int  # the TPROXY listener
     routes: tuple[RouteEntry, ...]
 
 
@@ -114,10 +132,16 @@ class NftRuleset:
         return mark_statement()
 
 
+def _mark_context(mark: int = FWMARK, mask: int = FWMARK_MASK) -> dict[str, int]:
+    """The mark statement's numbers: our mark, and the bits outside our mask, which the statement keeps."""
+    return {"fwmark": mark, "fwmark_keep": ~mask & 0xFFFFFFFF}
+
+
 def mark_statement(mark: int = FWMARK, mask: int = FWMARK_MASK) -> str:
-    """Set only our byte of the packet mark; the other bits keep whatever other software put there."""
-    keep = ~mask & 0xFFFFFFFF
-    return f"meta mark set meta mark & 0x{keep:08x} | 0x{mark:08x}"
+    """Set only our byte of the packet mark; the other bits keep whatever other software put there. The text is
+    the template's ``mark_statement`` macro, the one the rules use."""
+    numbers = _mark_context(mark, mask)
+    return templating.macro(TEMPLATE, "mark_statement", action="macros")(numbers["fwmark_keep"], numbers["fwmark"])
 
 
 def resolve_routes(routes: Sequence[RouteSpec]) -> list[RouteEntry]:
@@ -131,38 +155,6 @@ def resolve_routes(routes: Sequence[RouteSpec]) -> list[RouteEntry]:
     return out
 
 
-def _verdict(family: int, tproxy_port: int) -> str:
-    return f"tproxy {_FAMILY[family][0]} to :{tproxy_port} {mark_statement()} accept"
-
-
-def _single_match(e: RouteEntry) -> str:
-    """The addresses a route matches, as ``nft list`` prints them; the template adds the TCP SYN test (which makes
-    nft drop an explicit ``meta l4proto tcp`` from its listing, so none is written)."""
-    kw = _FAMILY[e.family][0]
-    parts = []
-    if e.source is not None:
-        parts.append(f"{kw} saddr {_addr(e.source)}")
-    if e.dest is not None:
-        parts.append(f"{kw} daddr {_addr(e.dest)}")
-    return " ".join(parts)
-
-
-def _set_parts(family: int, klass: int) -> tuple[str, str]:
-    """(set type, match expression without the set name) for a shape."""
-    kw, addr_type, _ = _FAMILY[family]
-    if klass == 0:
-        return f"{addr_type} . {addr_type}", f"{kw} saddr . {kw} daddr"
-    if klass == 1:
-        return addr_type, f"{kw} saddr"
-    return addr_type, f"{kw} daddr"
-
-
-def _element(e: RouteEntry) -> str:
-    if e.klass == 0:
-        return f"{_addr(e.source)} . {_addr(e.dest)}"
-    return _addr(e.source if e.klass == 1 else e.dest)
-
-
 def _set_name(shape: tuple[int, int, int, int], used: set[str]) -> str:
     family, klass, dlen, slen = shape
     base = f"v{family}_" + {0: f"src{slen}_dst{dlen}", 1: f"src{slen}", 2: f"dst{dlen}"}[klass]
@@ -171,13 +163,6 @@ def _set_name(shape: tuple[int, int, int, int], used: set[str]) -> str:
         name, n = f"{base}_{n}", n + 1
     used.add(name)
     return name
-
-
-def _set_comment(shape: tuple[int, int, int, int], count: int) -> str:
-    family, klass, dlen, slen = shape
-    fam = _FAMILY[family][2]
-    what = {0: f"source /{slen} + destination /{dlen}", 1: f"source /{slen}", 2: f"destination /{dlen}"}[klass]
-    return f"{NFT_COMMENT_PREFIX} {count} routes: {fam} {what}"
 
 
 def build_ruleset(desired: DesiredState, *, set_threshold: int = SET_THRESHOLD) -> NftRuleset:
@@ -192,7 +177,7 @@ def build_ruleset(desired: DesiredState, *, set_threshold: int = SET_THRESHOLD) 
     runs: list[list[RouteEntry]] = []
     open_run: dict[int, tuple[tuple, list[RouteEntry]]] = {}
     for e in entries:
-        key = (e.shape, _verdict(e.family, desired.tproxy_port))
+        key = (e.shape, TPROXY, desired.tproxy_port)
         current = open_run.get(e.family)
         if current is not None and current[0] == key:
             current[1].append(e)
@@ -213,15 +198,20 @@ def build_ruleset(desired: DesiredState, *, set_threshold: int = SET_THRESHOLD) 
             else:
                 unique[e.key] = e
         members = list(unique.values())
-        verdict = _verdict(run[0].family, desired.tproxy_port)
+        family = run[0].family
         if len(members) < set_threshold:
-            rules.extend(RuleSpec(_single_match(e), verdict, e.comment, (e,)) for e in members)
+            rules.extend(RuleSpec(family, e.source, e.dest, None, TPROXY, desired.tproxy_port, (e,))
+                         for e in members)
             continue
         shape = run[0].shape
-        set_type, match = _set_parts(shape[0], shape[1])
-        name = _set_name(shape, used_names)
-        sets.append(SetSpec(name, set_type, tuple((_element(e), e.comment) for e in members)))
-        rules.append(RuleSpec(f"{match} @{name}", verdict, _set_comment(shape, len(members)), tuple(members)))
+        _, klass, dlen, slen = shape
+        by_source, by_dest = klass in (0, 1), klass in (0, 2)
+        elements = tuple(SetElement((e.source, e.dest) if klass == 0 else (e.source if by_source else e.dest,), e)
+                         for e in members)
+        lookup = SetSpec(_set_name(shape, used_names), family, slen if by_source else None,
+                         dlen if by_dest else None, elements)
+        sets.append(lookup)
+        rules.append(RuleSpec(family, None, None, lookup, TPROXY, desired.tproxy_port, tuple(members)))
 
     return NftRuleset(present=True, rules=tuple(rules), sets=tuple(sets), tproxy_port=desired.tproxy_port,
                       route_count=len(entries), shadowed=tuple(shadowed), transparent_services=transparent)
@@ -230,9 +220,8 @@ def build_ruleset(desired: DesiredState, *, set_threshold: int = SET_THRESHOLD) 
 def _render(ruleset: NftRuleset, action: str) -> str:
     return templating.render(
         TEMPLATE, action=action, family=NFT_FAMILY, table=NFT_TABLE, chain=NFT_CHAIN,
-        chain_priority=NFT_CHAIN_PRIORITY, mark=ruleset.mark_statement, comment_prefix=NFT_COMMENT_PREFIX,
-        sets=ruleset.sets, rules=ruleset.rules, route_count=ruleset.route_count,
-        transparent_services=ruleset.transparent_services)
+        chain_priority=NFT_CHAIN_PRIORITY, comment_prefix=NFT_COMMENT_PREFIX, sets=ruleset.sets,
+        rules=ruleset.rules, route_count=ruleset.route_count, **_mark_context())
 
 
 def render_table(ruleset: NftRuleset) -> str:

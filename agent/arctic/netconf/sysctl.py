@@ -12,12 +12,15 @@ back — but only if it still holds our value (someone who changed it since then
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .constants import RP_FILTER_LOOSE
 from .desired import DesiredState, route_family
+
+if TYPE_CHECKING:
+    from .ports import SysctlsPort
 
 PROC_SYS = Path("/proc/sys")
 
@@ -56,7 +59,7 @@ class Sysctls:
         sysctl_path(name, self.root).write_text(f"{value}\n")
 
 
-def converge_sysctls(wanted: dict[str, str], sysctls: Sysctls,
+def converge_sysctls(wanted: dict[str, str], sysctls: SysctlsPort,
                      record: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """Apply ``wanted``; restore recorded values no longer wanted. Returns (changes, new record)."""
     changes: list[str] = []
@@ -84,5 +87,5 @@ def converge_sysctls(wanted: dict[str, str], sysctls: Sysctls,
     return changes, new_record
 
 
-def lines(values: dict[str, str | None]) -> list[str]:
+def lines(values: Mapping[str, str | None]) -> list[str]:
     return [f"sysctl -w {k}={v}" for k, v in sorted(values.items()) if v is not None]

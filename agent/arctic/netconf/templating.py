@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +47,9 @@ def _environment(directory: str) -> jinja2.Environment:
 
 def render(name: str, **context: Any) -> str:
     return _environment(str(template_dir())).get_template(name).render(**context)
+
+
+def macro(name: str, macro_name: str, **context: Any) -> Callable[..., str]:
+    """A macro of template ``name``, callable from Python, so a piece of kernel syntax needed on its own keeps its
+    one definition in the template. The template's top level runs with ``context`` and must render nothing then."""
+    return getattr(_environment(str(template_dir())).get_template(name).make_module(vars=context), macro_name)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from arctic.config import parse_config
-from arctic.daemon import rendering
 from arctic.dataplane.config import parse_config as parse_dataplane_config
+from arctic.netconf import rendering
 from arctic.store.records import Peer, Route, Service
 
 A, B, C = "peer_01HZY3K8J5Q2W9V4XN7R6T0AAA", "peer_01HZY3K8J5Q2W9V4XN7R6T0BBB", "peer_01HZY3K8J5Q2W9V4XN7R6T0CCC"
