@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from arctic.dataplane import frames
+from arctic.dataplane.transitions import TARGET_WAIT
 from dataplanekit import (
     CLIENT6,
     DEAD_DST,
@@ -257,11 +258,14 @@ def test_a_third_identity_claiming_to_be_the_source_is_refused(plane):
 
 
 def test_destination_outside_the_service_routes_is_refused(plane):
+    """Refused once no configuration change brought the route: the target first waits up to
+    ``transitions.TARGET_WAIT`` for one (the source may have learned of a new route before it)."""
     before = plane.servers["s2"].count()
     session = plane.raw_session(plane.a)
     try:
         session.handshake()
         session.open(1, dst=(plane.t.s2_ip, SERVER_PORT))
+        session.sock.settimeout(TARGET_WAIT + 5)
         assert session.verdict(1) == ("refused", "destination_not_routed")
     finally:
         session.close()

@@ -66,7 +66,9 @@ class FakeInterfaces:
         self.links: dict[str, ObservedInterface] = {}
         self.dhcp = FakeDhcp()
         self.conflicts: dict[str, str] = {}
+        self.retryable: set[str] = set()
         self.converge_calls: list = []
+        self.fail_next: InterfaceError | None = None  # the next converge fails every service with this error
 
     def observe(self) -> dict[str, ObservedInterface]:
         return dict(self.links)
@@ -79,6 +81,11 @@ class FakeInterfaces:
 
     def converge(self, specs, keep=()):
         self.converge_calls.append(([s.name for s in specs], list(keep)))
+        if self.fail_next is not None:
+            error, self.fail_next = self.fail_next, None
+            self.retryable = {s.service_id for s in specs} if error.temporary else set()
+            return [], {s.service_id: str(error) for s in specs}
+        self.retryable = set()
         changes = []
         for name in [n for n in self.links if n not in {s.name for s in specs} | set(keep)]:
             del self.links[name]
@@ -259,6 +266,17 @@ def test_an_unresolvable_parent_is_reported_per_service_and_an_existing_link_is_
     assert any(sub == "netmgr" and level == "error" for sub, level, _, _ in logs)
     with pytest.raises(InterfaceError, match="missing0"):
         plan.raise_for_errors()
+
+
+@pytest.mark.parametrize(("error", "temporary"), [
+    (InterfaceError("cannot create MACVLAN arc1: RTNETLINK answers: Device or resource busy"), True),
+    (InterfaceError("parent interface 'eth9' does not exist", temporary=False), False),
+])
+def test_an_interface_that_failed_on_a_kernel_call_makes_the_plan_temporary_a_configuration_problem_does_not(
+        reconciler, kernel, error, temporary):
+    kernel.interfaces.fail_next = error
+    plan = reconciler.apply(desired(iface=True))
+    assert plan.errors[B] == str(error) and plan.temporary is temporary
 
 
 def test_interfaces_appear_in_the_plan_as_netplan_and_in_the_status(reconciler, kernel):

@@ -314,6 +314,7 @@ class ReconcileWorker:
         report.actions += plan.actions
         report.errors += [f"interface of {sid}: {msg}" for sid, msg in sorted(plan.errors.items())]
         report.unconverged += plan.unconverged
+        report.temporary |= plan.temporary
         return plan.interface_status
 
     def _proxied_connections(self) -> bool:

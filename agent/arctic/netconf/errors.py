@@ -40,9 +40,11 @@ class PolicyRoutingError(NetconfError):
 class InterfaceError(NetconfError):
     """A service interface could not be created or changed; no partial state was left behind."""
 
-    def __init__(self, message: str, *, service_id: str | None = None) -> None:
+    def __init__(self, message: str, *, service_id: str | None = None, temporary: bool | None = None) -> None:
         super().__init__(message)
         self.service_id = service_id
+        if temporary is not None:  # else the class says: a failed netlink call is temporary, a conflict is not
+            self.temporary = temporary
 
 
 class AddressConflict(InterfaceError):

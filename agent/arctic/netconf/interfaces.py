@@ -130,6 +130,7 @@ class InterfaceManager:
         # service id -> why its address was not assigned at the last attempt (kept for status and dry runs,
         # which must not probe: that would put traffic on the LAN for a read)
         self.conflicts: dict[str, str] = {}
+        self.retryable: set[str] = set()  # services whose last converge failed on a netlink call (temporary)
 
     # --- reading ------------------------------------------------------------------------------------------------
 
@@ -170,11 +171,11 @@ class InterfaceManager:
                     raise InterfaceError(
                         f"service {spec.service_id}: parent interface {lan_interface!r} (agent config lan_interface)"
                         " does not exist on this host; set lan_interface to the interface of the destination"
-                        " network", service_id=spec.service_id)
+                        " network", service_id=spec.service_id, temporary=False)
                 if link["index"] in ours or lan_interface == "lo":
                     raise InterfaceError(f"service {spec.service_id}: lan_interface {lan_interface!r} cannot be a"
                                          " parent for a MACVLAN (loopback or an Arctic service interface)",
-                                         service_id=spec.service_id)
+                                         service_id=spec.service_id, temporary=False)
                 return lan_interface
             tried = []
             for cidr in (spec.ipv4, spec.ipv6):
@@ -194,7 +195,7 @@ class InterfaceManager:
         raise InterfaceError(
             f"service {spec.service_id}: no parent interface for its MACVLAN: {reason}there is no default route;"
             " set lan_interface in the agent config to the interface of the destination network",
-            service_id=spec.service_id)
+            service_id=spec.service_id, temporary=False)
 
     @staticmethod
     def _best_route_oif(ipr: Any, net: Any, ours: set[int], by_index: dict[int, Any]) -> int | None:
@@ -268,11 +269,11 @@ class InterfaceManager:
             if existing:
                 raise InterfaceError(
                     f"service {spec.service_id}: an interface named {spec.name} already exists and is not an Arctic"
-                    " service interface; rename or remove it", service_id=spec.service_id)
+                    " service interface; rename or remove it", service_id=spec.service_id, temporary=False)
             parent = ipr.link_lookup(ifname=spec.parent)
             if not parent:
                 raise InterfaceError(f"service {spec.service_id}: parent interface {spec.parent!r} does not exist",
-                                     service_id=spec.service_id)
+                                     service_id=spec.service_id, temporary=False)
             try:
                 ipr.link("add", ifname=spec.name, kind="macvlan", link=parent[0], macvlan_mode=MACVLAN_MODE,
                          address=spec.mac)
@@ -399,12 +400,15 @@ class InterfaceManager:
                 changes.append(f"dhcp client stopped on {ifname}")
         for sid in set(self.conflicts) - {s.service_id for s in specs}:
             del self.conflicts[sid]  # service gone (or its link kept aside): nothing is being assigned
+        self.retryable = set()
         for spec in specs:
             try:
                 changes += self.ensure(spec)
             except InterfaceError as exc:
                 errors[spec.service_id] = str(exc)
                 changes += getattr(exc, "changes", [])
+                if exc.temporary:  # a netlink call failed this time: the worker tries again soon
+                    self.retryable.add(spec.service_id)
         return changes, errors
 
     def status(self, spec: InterfaceSpec, error: str | None = None,

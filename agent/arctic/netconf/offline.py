@@ -53,6 +53,7 @@ class EmptyInterfaces:
     def __init__(self) -> None:
         self.dhcp = NoDhcp()
         self.conflicts: dict[str, str] = {}
+        self.retryable: set[str] = set()
 
     def observe(self) -> dict[str, ObservedInterface]:
         return {}

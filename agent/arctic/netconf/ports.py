@@ -44,6 +44,7 @@ class InterfacesPort(Protocol):
     """Service interfaces (MACVLAN, addresses, DHCP clients)."""
 
     conflicts: dict[str, str]  # service id -> why its static address was not assigned (last apply)
+    retryable: set[str]  # service ids whose interface failed on a kernel call in the last converge (temporary)
 
     @property
     def dhcp(self) -> DhcpPort: ...

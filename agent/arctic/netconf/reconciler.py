@@ -65,6 +65,7 @@ class Plan:
     nft_seconds: float | None = None
     nft_error: str | None = None  # what nft said about the transaction (``plan(check=True)`` or a failed apply)
     unconverged: list[str] = field(default_factory=list)  # sections a second plan right after ``apply`` still changes
+    temporary: bool = False  # an interface failed on a kernel call that may pass (the worker retries soon)
 
     @property
     def changed(self) -> bool:
@@ -144,6 +145,7 @@ class Reconciler:
                 changes, errors = self.applier.interfaces.converge(resolved, keep=kept)
                 plan.actions += self._log_changes(changes)
                 plan.errors.update(errors)
+                plan.temporary = bool(set(errors) & self.applier.interfaces.retryable)
             for service_id, error in sorted(plan.errors.items()):
                 self.net_log.error("service interface failed", service_id=service_id, error=error)
             changes, record = sysctl.converge_sysctls(work.sysctls, self.applier.sysctls, work.record)
