@@ -37,7 +37,6 @@ class Agent:
         self.recovery_token: str | None = None
         self._licence: Licence | None = None
         self._lock = threading.Lock()
-        self._sync_hooks: list[Callable[[str], None]] = []
         self._readiness: list[Callable[[], dict[str, str]]] = []
         self.api_extensions: list[Callable] = []
         if config.identity_path.exists() and self.bootstrapped:
@@ -125,18 +124,6 @@ class Agent:
     def gossip_soon(self) -> None:
         if self.gossiper is not None:
             self.gossiper.poke()
-
-    # -- change notification -----------------------------------------------------------------
-    def on_sync(self, hook: Callable[[str], None]) -> None:
-        """Register something to run on ``cluster sync`` (reconciler, replication)."""
-        self._sync_hooks.append(hook)
-
-    def trigger_sync(self, reason: str) -> None:
-        for hook in list(self._sync_hooks):
-            try:
-                hook(reason)
-            except Exception:
-                log.exception("sync hook failed", reason=reason)
 
     # -- status hooks (filled in by replication / data plane supervisors) ----------------------
     def readiness_checks(self) -> dict[str, str]:

@@ -173,7 +173,6 @@ class ReconcileWorker:
         self.first_run_done = threading.Event()
         self.failure: str | None = None  # why the last run raised; None when it did not
         runtime.db.on_commit(self._on_commit)
-        runtime.on_sync(lambda reason: self.poke(f"cluster sync ({reason})"))
 
     def _written_services(self) -> dict[str, dict]:
         """The services of the data-plane config already on disk (an agent restart is no change to log)."""

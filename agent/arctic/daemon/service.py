@@ -32,7 +32,6 @@ class AgentService:
         from arctic.cluster.gossip import Gossiper  # noqa: PLC0415
 
         self.runtime.gossiper = Gossiper(self.runtime, interval=config.sync_interval)
-        self.runtime.on_sync(lambda reason: self.runtime.gossiper.poke())
         self._workers: list = [self.runtime.gossiper, *self._kernel_workers(config)]
         if self.runtime.bootstrapped:
             self.runtime.replicator.reseal_all()
