@@ -179,3 +179,16 @@ class NoShaping:
         from arctic.netconf.qos import qos_text
 
         return qos_text(links)
+
+
+def insert_inbound_interface_service(runtime, service_id: str, source_peer_id: str, **fields) -> str:
+    """A service from ``source_peer_id`` to this agent (its target) that asks for an interface, written straight
+    into the store (as replication would): the reconcile worker's tests need one this agent did not create."""
+    from arctic.store import repository as repo  # the store is only needed by the tests that call this
+
+    with runtime.db.write() as tx:
+        repo.insert_service(tx, service_id, {"source_peer_id": source_peer_id, "target_peer_id": runtime.local_peer_id,
+                                             "transport_type": "tcp", "requires_interface": True,
+                                             "fully_transparent": False, "bandwidth_limit_mbps": 0, **fields},
+                            "2026-11-24T00:00:00Z")
+    return service_id

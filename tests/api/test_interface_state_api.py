@@ -7,13 +7,12 @@ any other agent copies the target's answer, or says why the target could not be 
 from __future__ import annotations
 
 import pytest
-from agentkit import NoShaping
+from agentkit import NoShaping, insert_inbound_interface_service
 from arctic.api import observations
 from arctic.daemon import reconcile
 from arctic.daemon.reconcile import ReconcileWorker
 from arctic.netconf.interfaces import InterfaceStatus
 from arctic.netconf.reconciler import Plan
-from arctic.store import repository as repo
 
 SVC = "svc_01JNTERFACESTATE0000000000"
 NAME = "arc5c9c39c375"
@@ -41,10 +40,7 @@ class FakeReconciler:
 @pytest.fixture
 def target_service(api, peer_b) -> str:
     """SVC runs from agent-b to this agent (the target), with an interface."""
-    with api.runtime.db.write() as tx:
-        repo.insert_service(tx, SVC, {"source_peer_id": peer_b, "target_peer_id": api.local_peer_id,
-                                      "transport_type": "tcp", "requires_interface": True,
-                                      "fully_transparent": False, "bandwidth_limit_mbps": 0}, "2026-12-06T00:00:00Z")
+    insert_inbound_interface_service(api.runtime, SVC, peer_b)
     return SVC
 
 

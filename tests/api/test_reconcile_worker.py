@@ -8,7 +8,7 @@ import queue
 import time
 
 import pytest
-from agentkit import NoShaping
+from agentkit import NoShaping, insert_inbound_interface_service
 from arctic.daemon import reconcile
 from arctic.daemon.reconcile import ReconcileWorker, RunReport
 from arctic.netconf.errors import DesiredStateError, NftError, PolicyRoutingError
@@ -43,10 +43,7 @@ class FakeReconciler:
 @pytest.fixture
 def worker(api, peer_b) -> ReconcileWorker:
     """agent-a (this runtime) is the *target* of SVC, a service that asks for an interface."""
-    with api.runtime.db.write() as tx:
-        repo.insert_service(tx, SVC, {"source_peer_id": peer_b, "target_peer_id": api.local_peer_id,
-                                      "transport_type": "tcp", "requires_interface": True,
-                                      "fully_transparent": False, "bandwidth_limit_mbps": 0}, "2026-11-24T00:00:00Z")
+    insert_inbound_interface_service(api.runtime, SVC, peer_b)
     return ReconcileWorker(api.runtime, reconciler=FakeReconciler(), qos=NoShaping(), tc=None)
 
 

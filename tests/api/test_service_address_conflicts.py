@@ -9,7 +9,7 @@ import sqlite3
 import time
 
 import pytest
-from agentkit import NoShaping
+from agentkit import NoShaping, insert_inbound_interface_service
 from arctic.daemon.reconcile import ReconcileWorker
 from arctic.ids import new_id
 from arctic.netconf.interfaces import InterfaceStatus
@@ -168,11 +168,7 @@ class ConflictingReconciler:
 
 
 def test_a_conflict_found_on_the_lan_makes_the_agent_unready_and_is_in_the_last_runs_report(api, peer_b):
-    with api.runtime.db.write() as tx:
-        repo.insert_service(tx, SVC, {"source_peer_id": peer_b, "target_peer_id": api.local_peer_id,
-                                      "transport_type": "tcp", "requires_interface": True,
-                                      "desired_ipv4_cidr": "192.168.100.10/24", "fully_transparent": False,
-                                      "bandwidth_limit_mbps": 0}, "2026-11-24T00:00:00Z")
+    insert_inbound_interface_service(api.runtime, SVC, peer_b, desired_ipv4_cidr="192.168.100.10/24")
     worker = ReconcileWorker(api.runtime, reconciler=ConflictingReconciler(), qos=NoShaping(), tc=None)
     api.runtime.add_readiness(worker.readiness)
     report = worker.run_once("test")
